@@ -1,0 +1,1 @@
+"""Colorizer service: grayscale photos and videos in, plausible colour out."""

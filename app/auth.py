@@ -1,0 +1,27 @@
+"""Optional API keys: ``Authorization: Bearer <key>``, compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+
+from app.errors import ApiError
+
+
+def check_api_key(request: Request) -> None:
+    """FastAPI dependency: open when no keys are configured; 401 without a key, 403 with a wrong one."""
+    keys: list[str] = request.app.state.service.settings.api_key_list
+    if not keys:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "missing_api_key", "this server needs an API key: send Authorization: Bearer <key>",
+                       {"WWW-Authenticate": "Bearer"})
+    # Compare against every key, without stopping early, so timing says nothing about which one matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(token.encode(), key.encode())
+    if not matched:
+        raise ApiError(403, "invalid_api_key", "the API key is not valid for this server")

@@ -1,0 +1,69 @@
+"""Service settings: one pydantic-settings class, read from ``COLORIZER_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "colorizer.onnx"
+KNOWN_PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; README's settings table lists them with these defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="COLORIZER_", frozen=True)
+
+    model_path: Path = Field(DEFAULT_MODEL, description="the ONNX model file")
+    providers: str = Field("cuda,cpu", description="execution providers in order of preference")
+    require_gpu: bool = Field(False, description="refuse to start without the CUDA provider")
+    max_batch_size: int = Field(0, ge=0, le=256, description="largest batch; 0 = per provider (CUDA 32, CPU 4)")
+    max_batch_delay_ms: float = Field(-1, le=1000, description="wait to fill a batch; <0 = per provider (CUDA 5, CPU 2)")
+    max_queue: int = Field(64, ge=1, description="images waiting for the model before 503")
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="largest request body")
+    max_pixels: int = Field(50_000_000, ge=1, description="largest width × height accepted")
+    request_timeout_s: float = Field(60.0, gt=0, description="deadline per request (504 past it)")
+    api_keys: str = Field("", description="comma-separated API keys; empty = open")
+    cors_origins: str = Field("", description="comma-separated origins allowed by CORS; empty = none")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime CPU threads; 0 = one per core")
+    png_compression: int = Field(1, ge=0, le=9, description="PNG zlib level: 1 is fast and nearly as small")
+    drain_timeout_s: float = Field(30.0, ge=0, description="grace for in-flight work on SIGTERM")
+    workers_threads: int = Field(0, ge=0, description="threads for decode/encode; 0 = cores + 1")
+    video_dir: Path = Field(Path(os.environ.get("TMPDIR", "/tmp")) / "colorizer-videos", description="video jobs")
+    max_video_jobs: int = Field(2, ge=1, description="video jobs running or queued at once")
+    max_video_frames: int = Field(18_000, ge=1, description="longest video accepted, in frames")
+    video_ttl_s: float = Field(3600.0, gt=0, description="finished video results are deleted after this")
+    video_quota_bytes: int = Field(5 * 1024**3, ge=1, description="disk quota for video uploads and results")
+    host: str = Field("127.0.0.1", description="address for `colorizer serve`")
+    port: int = Field(8000, ge=1, le=65535, description="port for `colorizer serve`")
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: str) -> str:
+        names = [p.strip().lower() for p in value.split(",") if p.strip()]
+        unknown = [n for n in names if n not in KNOWN_PROVIDERS]
+        if not names or unknown:
+            raise ValueError(f"COLORIZER_PROVIDERS must list cuda and/or cpu (got {value!r})")
+        return ",".join(names)
+
+    @property
+    def provider_names(self) -> list[str]:
+        """ONNX Runtime provider names, in preference order."""
+        return [KNOWN_PROVIDERS[p] for p in self.providers.split(",")]
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

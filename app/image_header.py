@@ -1,0 +1,133 @@
+"""Recognise an image format from its first bytes and read the declared size without decoding.
+
+This lets the service refuse a decompression bomb (a tiny file declaring 60000×60000 pixels) before
+OpenCV allocates anything.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from app.errors import ApiError
+
+READABLE = "JPEG, PNG, WebP, BMP or TIFF"
+
+
+@dataclass(frozen=True)
+class Header:
+    format: str
+    width: int
+    height: int
+
+
+def sniff_format(data: bytes) -> str | None:
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:2] == b"BM":
+        return "bmp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    return None
+
+
+def describe_non_image(data: bytes) -> str:
+    """A short human name for what an unrecognised upload looks like (never echoes its bytes)."""
+    head = data[:512].lstrip().lower()
+    if head.startswith(b"<svg") or b"<svg" in head:
+        return "an SVG drawing"
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "an HTML page"
+    if head.startswith((b"{", b"[")):
+        return "JSON or text"
+    if data[:4] == b"PK\x03\x04":
+        return "a zip archive"
+    if data[:4] == b"GIF8":
+        return "a GIF"
+    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypmsf1", b"ftypavif"):
+        return "a HEIC/AVIF photo"
+    try:
+        data[:512].decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary data of no known image format"
+    return "text"
+
+
+def read_header(data: bytes) -> Header:
+    """The format and declared size; raises ApiError 400/415 for what we cannot read."""
+    if not data:
+        raise ApiError(400, "empty_file", "the upload is empty (0 bytes); send an image file")
+    fmt = sniff_format(data)
+    if fmt is None:
+        what = describe_non_image(data)
+        raise ApiError(415, "unsupported_media_type", f"the upload looks like {what}, not a {READABLE} image")
+    try:
+        width, height = _SIZE_READERS[fmt](data)
+    except (struct.error, IndexError, ValueError) as exc:
+        raise ApiError(400, "undecodable_image", f"the {fmt.upper()} header is damaged or truncated") from exc
+    if width <= 0 or height <= 0:
+        raise ApiError(400, "undecodable_image", f"the {fmt.upper()} declares an empty size {width}×{height}")
+    return Header(fmt, width, height)
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    if data[12:16] != b"IHDR":
+        raise ValueError("no IHDR")
+    w, h = struct.unpack(">II", data[16:24])
+    return w, h
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            raise ValueError("bad marker")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = struct.unpack(">H", data[i + 2 : i + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+            return w, h
+        i += 2 + length
+    raise ValueError("no SOF marker")
+
+
+def _webp_size(data: bytes) -> tuple[int, int]:
+    chunk = data[12:16]
+    if chunk == b"VP8 ":
+        w, h = struct.unpack("<HH", data[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    if chunk == b"VP8L":
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    raise ValueError("unknown WebP chunk")
+
+
+def _bmp_size(data: bytes) -> tuple[int, int]:
+    w, h = struct.unpack("<ii", data[18:26])
+    return w, abs(h)
+
+
+def _tiff_size(data: bytes) -> tuple[int, int]:
+    endian = "<" if data[:2] == b"II" else ">"
+    (offset,) = struct.unpack(endian + "I", data[4:8])
+    (count,) = struct.unpack(endian + "H", data[offset : offset + 2])
+    size: dict[int, int] = {}
+    for k in range(count):
+        entry = data[offset + 2 + 12 * k : offset + 14 + 12 * k]
+        tag, typ = struct.unpack(endian + "HH", entry[:4])
+        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
+            fmt = "H" if typ == 3 else "I"
+            size[tag] = struct.unpack(endian + fmt, entry[8 : 8 + struct.calcsize(fmt)])[0]
+    return size[256], size[257]
+
+
+_SIZE_READERS = {"png": _png_size, "jpeg": _jpeg_size, "webp": _webp_size, "bmp": _bmp_size, "tiff": _tiff_size}

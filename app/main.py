@@ -1,0 +1,84 @@
+"""The FastAPI app: ``uvicorn app.main:app`` serves it; ``create_app()`` builds one (tests build many)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from app.config import Settings, get_settings
+from app.errors import ApiError
+from app.observability import RequestContextMiddleware, configure_logging
+from app.routes import health, images, page
+from app.routes.page import STATIC_DIR
+from app.service import Service
+from app.upload import BodyLimitMiddleware
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        yield
+        await service.stop()
+
+    app = FastAPI(title="Colorizer", version="0.1.0", lifespan=lifespan,
+                  description="Turns grayscale photographs and videos into plausible colour ones.")
+    app.state.service = service
+    app.include_router(health.router)
+    app.include_router(images.router)
+    app.include_router(page.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    install_error_handlers(app, service)
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=service.metrics)
+    return app
+
+
+def install_error_handlers(app: FastAPI, service: Service) -> None:
+    """Every error leaves as {"detail": sentence, "code": snake_case}, and is counted."""
+
+    def respond(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        service.metrics.errors.labels(str(status), code).inc()
+        return JSONResponse({"detail": detail, "code": code}, status, headers)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return respond(exc.status, exc.code, exc.detail, exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return respond(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        what = "is missing" if first.get("type") == "missing" else f"is invalid ({first.get('msg', 'bad value')})"
+        return respond(422, "missing_field" if first.get("type") == "missing" else "invalid_field",
+                       f"the request field '{where}' {what}")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error: %r", exc, exc_info=exc)
+        return respond(500, "internal_error", "the server failed on this request; it has been logged")
+
+
+configure_logging()
+app = create_app()

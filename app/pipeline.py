@@ -1,0 +1,55 @@
+"""The image pipeline, as plain functions shared by the HTTP routes, the CLI and video jobs:
+decode → L → (model) → join with full-resolution L → encode."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.color import join, lightness, model_input
+from app.decode import decode_image
+from app.encode import encode_image
+from app.metrics import Metrics
+
+
+@dataclass
+class Prepared:
+    full_l: np.ndarray  # (H, W) float32 L of the original, orientation applied
+    small_l: np.ndarray  # (1, S, S) float32 model input
+    alpha: np.ndarray | None
+
+
+def _observe(metrics: Metrics | None, stage: str, started: float) -> float:
+    now = time.perf_counter()
+    if metrics is not None:
+        metrics.stage_duration.labels(stage).observe(now - started)
+    return now
+
+
+def prepare(data: bytes, size: int, max_pixels: int, metrics: Metrics | None = None) -> Prepared:
+    """Upload bytes -> L at full size and at the model's size. Raises ApiError for bad input."""
+    t = time.perf_counter()
+    decoded = decode_image(data, max_pixels)
+    t = _observe(metrics, "decode", t)
+    full_l = lightness(decoded.color)
+    small = model_input(full_l, size)
+    _observe(metrics, "preprocess", t)
+    return Prepared(full_l, small, decoded.alpha)
+
+
+def prepare_array(color: np.ndarray, size: int) -> Prepared:
+    """For frames already decoded (video): uint8 BGR -> Prepared."""
+    full_l = lightness(color.astype(np.float32) * (1.0 / 255.0))
+    return Prepared(full_l, model_input(full_l, size), None)
+
+
+def finish(prepared: Prepared, ab: np.ndarray, fmt: str, png_compression: int, metrics: Metrics | None = None) -> bytes:
+    """Model ab + original L -> encoded image bytes of the original's exact size."""
+    t = time.perf_counter()
+    out = join(prepared.full_l, ab, prepared.alpha)
+    t = _observe(metrics, "postprocess", t)
+    encoded = encode_image(out, fmt, png_compression)
+    _observe(metrics, "encode", t)
+    return encoded

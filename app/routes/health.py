@@ -1,0 +1,58 @@
+"""Liveness, readiness, model description and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.service import Service
+
+router = APIRouter()
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+@router.get("/healthz", summary="200 while the process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="200 once the model is loaded and warm; 503 before that and while draining")
+async def readyz(request: Request) -> JSONResponse:
+    service = _service(request)
+    if service.draining:
+        return JSONResponse({"detail": "the server is shutting down", "code": "draining"}, 503, {"Retry-After": "5"})
+    if not service.ready:
+        return JSONResponse({"detail": "the model is still loading", "code": "not_ready"}, 503, {"Retry-After": "2"})
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/model", summary="The loaded model and batching settings")
+async def model(request: Request) -> dict[str, Any]:
+    service = _service(request)
+    info = service.model.info
+    batcher = service.batcher
+    return {
+        "version": info.version,
+        "architecture": info.architecture,
+        "input_size": info.input_size,
+        "trained_on": info.trained_on,
+        "sha256": info.sha256,
+        "providers": info.providers,
+        "batching": {
+            "max_batch_size": batcher.max_batch_size if batcher else None,
+            "max_batch_delay_ms": batcher.max_delay_s * 1000 if batcher else None,
+            "max_queue": service.settings.max_queue,
+        },
+    }
+
+
+@router.get("/metrics", summary="Prometheus text exposition")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(_service(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,173 @@
+"""POST /colorize and POST /colorize/batch: validate, hand off to the pipeline, stream the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import PurePath
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi.responses import StreamingResponse
+
+from app.auth import check_api_key
+from app.encode import MEDIA_TYPES, check_format
+from app.errors import ApiError
+from app.image_header import read_header
+from app.observability import request_id_var
+from app.pipeline import finish, prepare
+from app.service import Service
+
+router = APIRouter(dependencies=[Depends(check_api_key)])
+CHUNK = 256 * 1024
+Format = Annotated[str, Query(pattern="^(png|jpeg|jpg|webp)$", description="output format")]
+
+
+def get_service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+async def colorize_bytes(service: Service, data: bytes, fmt: str) -> bytes:
+    """One image through the whole pipeline, within the request deadline; the answer or an ApiError."""
+    s = service.settings
+    try:
+        header = read_header(data)  # cheap, on the loop: refuses bombs before any thread or memory is spent
+    except ApiError:
+        service.metrics.images.labels("rejected").inc()
+        raise
+    pixels = header.width * header.height
+    try:
+        service.pixels.acquire(pixels)
+    except ApiError:
+        service.metrics.images.labels("rejected").inc()
+        raise
+    try:
+        async with asyncio.timeout(s.request_timeout_s):
+            size = service.model.info.input_size
+            prepared = await service.in_thread(prepare, data, size, s.max_pixels, service.metrics)
+            ab = await service.infer(prepared.small_l, request_id_var.get())
+            encoded = await service.in_thread(finish, prepared, ab, fmt, s.png_compression, service.metrics)
+    except TimeoutError as exc:
+        service.metrics.images.labels("error").inc()
+        raise ApiError(504, "deadline_exceeded",
+                       f"the image took longer than {s.request_timeout_s:g} s (COLORIZER_REQUEST_TIMEOUT_S)") from exc
+    except ApiError as exc:
+        service.metrics.images.labels("rejected" if exc.status < 500 or exc.status == 503 else "error").inc()
+        raise
+    except Exception:
+        service.metrics.images.labels("error").inc()
+        raise
+    finally:
+        service.pixels.release(pixels)
+    service.metrics.images.labels("ok").inc()
+    return encoded
+
+
+async def read_upload(request: Request, file: UploadFile | None) -> bytes:
+    """The image bytes from multipart field `file`, or from a raw image/* body."""
+    if file is not None:
+        return await file.read()
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype.startswith("multipart/"):
+        raise ApiError(422, "missing_field", "multipart upload needs the image in a field named 'file'")
+    if not ctype.startswith("image/") and ctype != "application/octet-stream":
+        shown = ctype[:60] or "none"
+        raise ApiError(415, "unsupported_media_type",
+                       f"send the image as multipart field 'file' or as a raw body with an image/* Content-Type (got {shown})")
+    return await request.body()
+
+
+def stream_bytes(data: bytes) -> AsyncIterator[bytes]:
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(data), CHUNK):
+            yield data[i : i + CHUNK]
+
+    return chunks()
+
+
+@router.post(
+    "/colorize",
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+    summary="Colourise one image (multipart field `file`, or a raw image/* body)",
+)
+async def colorize(
+    request: Request,
+    file: Annotated[UploadFile | None, File(description="the image")] = None,
+    format: Format = "png",
+    service: Service = Depends(get_service),
+) -> StreamingResponse:
+    fmt = check_format(format)
+    data = await read_upload(request, file)
+    encoded = await colorize_bytes(service, data, fmt)
+    return StreamingResponse(stream_bytes(encoded), media_type=MEDIA_TYPES[fmt],
+                             headers={"Content-Length": str(len(encoded))})
+
+
+@router.post(
+    "/colorize/batch",
+    responses={200: {"content": {"application/zip": {}}}},
+    summary="Colourise several images (repeated multipart field `files`); a zip of PNGs in request order",
+)
+async def colorize_batch(
+    files: Annotated[list[UploadFile], File(description="the images")],
+    service: Service = Depends(get_service),
+) -> StreamingResponse:
+    if len(files) > service.settings.max_queue:
+        raise ApiError(413, "too_many_files",
+                       f"{len(files)} files in one batch; the limit is {service.settings.max_queue} (COLORIZER_MAX_QUEUE)")
+    blobs = [await f.read() for f in files]
+    names = unique_names([f.filename or f"image{i}" for i, f in enumerate(files)])
+    # All images go into the batcher at once (so they share model runs); any bad one fails the whole
+    # request with its name, before a byte of the zip is sent.
+    results = await asyncio.gather(*(colorize_bytes(service, b, "png") for b in blobs), return_exceptions=True)
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, ApiError):
+            raise ApiError(result.status, result.code, f"{name}: {result.detail}", result.headers)
+        if isinstance(result, BaseException):
+            raise result
+    encoded = [r for r in results if isinstance(r, bytes)]
+    return StreamingResponse(zip_stream(names, encoded), media_type="application/zip",
+                             headers={"Content-Disposition": 'attachment; filename="colorized.zip"'})
+
+
+def unique_names(filenames: list[str]) -> list[str]:
+    """`<stem>.png` per input, with a suffix where two inputs share a stem."""
+    seen: dict[str, int] = {}
+    out = []
+    for raw in filenames:
+        stem = PurePath(raw.replace("\\", "/")).stem or "image"
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        out.append(f"{stem}.png" if n == 0 else f"{stem}-{n}.png")
+    return out
+
+
+class _Sink(io.RawIOBase):
+    """A write-only, unseekable stream: zipfile then counts offsets itself, so chunks can be sent as made."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes) -> int:  # type: ignore[override]
+        self.chunks.append(bytes(b))
+        return len(b)
+
+    def take(self) -> bytes:
+        data, self.chunks = b"".join(self.chunks), []
+        return data
+
+
+async def zip_stream(names: list[str], blobs: list[bytes]) -> AsyncIterator[bytes]:
+    """A zip written and sent member by member; PNGs are already compressed, so members are stored."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, blob in zip(names, blobs, strict=True):
+            archive.writestr(name, blob)
+            yield sink.take()
+    yield sink.take()

@@ -1,0 +1,117 @@
+"""The running service: model session, batcher, worker threads and admission limits, started and drained
+together by the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
+from typing import Any, TypeVar
+
+import numpy as np
+
+from app.batcher import DynamicBatcher, Priority
+from app.config import Settings
+from app.errors import ApiError, overloaded
+from app.metrics import Metrics
+from app.runtime import CUDA, ModelRuntime
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Chosen from bench/model.py on a 2-core CPU and the lent GPU (docs/PERFORMANCE.md): on CPU a batch
+# buys little, so wait only briefly; on a GPU, big batches are the main lever.
+BATCH_DEFAULTS = {"cuda": (32, 0.005), "cpu": (4, 0.002)}
+
+
+class PixelBudget:
+    """Bounds the full-resolution pixels held at once across requests, so memory stays bounded."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def acquire(self, pixels: int) -> None:
+        if self.used and self.used + pixels > self.limit:
+            raise overloaded(f"the server is busy with {self.used / 1e6:.0f} Mpx of images; try again shortly")
+        self.used += pixels
+
+    def release(self, pixels: int) -> None:
+        self.used -= pixels
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.ready = False
+        self.draining = False
+        self.runtime: ModelRuntime | None = None
+        self.batcher: DynamicBatcher | None = None
+        self.pixels = PixelBudget(max(settings.max_pixels, 8 * 12_000_000))
+        workers = settings.workers_threads or (os.cpu_count() or 1) + 1
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pipeline")
+        self.background: list[Callable[[], Any]] = []  # extra shutdown hooks (video jobs)
+
+    @property
+    def model(self) -> ModelRuntime:
+        if self.runtime is None:
+            raise ApiError(503, "not_ready", "the model is still loading; try again shortly", {"Retry-After": "2"})
+        return self.runtime
+
+    async def start(self) -> None:
+        s = self.settings
+        self.runtime = await asyncio.to_thread(
+            ModelRuntime, s.model_path, s.provider_names, s.require_gpu, s.intra_op_threads
+        )
+        kind = "cuda" if self.runtime.info.provider == CUDA else "cpu"
+        size, delay = BATCH_DEFAULTS[kind]
+        size = s.max_batch_size or size
+        delay = s.max_batch_delay_ms / 1000 if s.max_batch_delay_ms >= 0 else delay
+        self.batcher = DynamicBatcher(self.runtime.run, self.metrics, size, delay, s.max_queue)
+        info = self.runtime.info
+        self.metrics.model_info.labels(info.version, info.provider).set(1)
+        warm = np.full((size, 1, info.input_size, info.input_size), 50.0, np.float32)
+        await asyncio.to_thread(self.runtime.run, warm)  # first run allocates arenas and picks kernels
+        self.batcher.start()
+        self._chain_sigterm()
+        self.ready = True
+        log.info("ready: batches of up to %d, waiting up to %.1f ms", size, delay * 1000)
+
+    def _chain_sigterm(self) -> None:
+        """On SIGTERM turn /readyz to 503 at once, then let uvicorn's own handler drain and exit."""
+        try:
+            previous = signal.getsignal(signal.SIGTERM)
+        except ValueError:  # not the main thread (e.g. an in-process test client)
+            return
+
+        def on_term(signum: int, frame: FrameType | None) -> None:
+            self.draining = True
+            log.info("SIGTERM: draining")
+            if callable(previous):
+                previous(signum, frame)
+
+        try:
+            signal.signal(signal.SIGTERM, on_term)
+        except ValueError:
+            return
+
+    async def stop(self) -> None:
+        self.draining = True
+        for hook in self.background:
+            await hook()
+        if self.batcher:
+            await asyncio.wait_for(self.batcher.stop(), self.settings.drain_timeout_s or None)
+        self.executor.shutdown(wait=True)
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU work (decode, Lab, resize, encode) off the event loop, on the bounded pipeline pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def infer(self, small_l: np.ndarray, request_id: str, priority: Priority = Priority.INTERACTIVE) -> np.ndarray:
+        if self.batcher is None:
+            raise ApiError(503, "not_ready", "the model is still loading; try again shortly", {"Retry-After": "2"})
+        return await self.batcher.submit(small_l, request_id, priority)

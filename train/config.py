@@ -1,0 +1,76 @@
+"""Training configuration: a dataclass of defaults, overridable as ``--key value`` on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_DATA = os.path.join(
+    os.environ.get("COLORIZE_DATA", os.path.expanduser("~/.cache/colorize")), "train"
+)
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str = DEFAULT_DATA  # folder of colour photos, searched recursively
+    cache_dir: str = ""  # decoded-image cache; default: <out_dir>/cache
+    out_dir: str = "runs/default"  # checkpoints, logs and bin tables go here
+    val_fraction: float = 0.05  # share of photos held out (chosen by a hash of the path, so stable)
+    crop_size: int = 128  # training crop side; also the exported model's input size S
+    cache_max_side: int = 512  # longer side of the cached decoded images
+    min_crop_fraction: float = 0.3  # smallest crop side as a share of the image's shorter side
+    head: str = "classification"  # "classification" (Zhang et al. bins) or "regression"
+    global_extractor: str = "compact"  # "compact" (from scratch) or "inception_resnet_v2" (timm)
+    global_weights: str = ""  # local weights file for inception_resnet_v2; empty = timm hub
+    width: int = 16  # channels of the first encoder layer; the rest scale from it
+    rebalance_lambda: float = 0.5  # mix of empirical ab prior and uniform for class weights
+    soft_sigma: float = 5.0  # Gaussian sigma (ab units) of soft-encoded targets
+    soft_neighbours: int = 5  # bins each target pixel is spread over
+    annealed_t: float = 0.38  # temperature of the annealed-mean decoding
+    batch_size: int = 32  # images per optimiser step (per process under DDP)
+    lr: float = 2e-3  # peak AdamW learning rate
+    weight_decay: float = 1e-4  # AdamW weight decay
+    warmup_steps: int = 200  # linear warm-up before cosine decay
+    max_steps: int = 6000  # optimiser steps in total
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this many minutes; 0 = no limit
+    eval_every: int = 500  # steps between validation losses and checkpoints
+    workers: int = 1  # data-loader processes (crops are cheap once cached)
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    seed: int = 1337  # seeds Python, NumPy and torch
+    device: str = "auto"  # "auto" = cuda when present, else cpu
+    resume: bool = True  # continue from <out_dir>/last.pt when it exists
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes stored in checkpoints
+
+
+def parse_config(argv: list[str] | None = None, base: TrainConfig | None = None) -> TrainConfig:
+    """Build a config from defaults plus ``--key value`` overrides; an unknown key is an error."""
+    cfg = base or TrainConfig()
+    parser = argparse.ArgumentParser(description="Train the Colorizer model.")
+    for f in dataclasses.fields(cfg):
+        if f.name == "extra":
+            continue
+        default = getattr(cfg, f.name)
+        if isinstance(default, bool):
+            parser.add_argument(f"--{f.name}", type=_parse_bool, default=default)
+        else:
+            parser.add_argument(f"--{f.name}", type=type(default), default=default)
+    args = parser.parse_args(argv)
+    cfg = dataclasses.replace(cfg, **vars(args))
+    if cfg.head not in ("classification", "regression"):
+        parser.error(f"--head must be classification or regression, not {cfg.head!r}")
+    if cfg.global_extractor not in ("compact", "inception_resnet_v2"):
+        parser.error(f"--global_extractor must be compact or inception_resnet_v2, not {cfg.global_extractor!r}")
+    if cfg.crop_size % 8:
+        parser.error(f"--crop_size must be a multiple of 8 (the encoder strides by 8), not {cfg.crop_size}")
+    return cfg
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")

@@ -1,0 +1,175 @@
+"""Lab training data over any folder of colour photos.
+
+Photos are decoded once into a cache of small uint8 arrays (longer side ≤ ``cache_max_side``), so a
+training step pays only for a crop, a resize and a Lab conversion, and 2 CPU cores stay busy with the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from train.lab import bgr_to_lab
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+MIN_SIDE = 48  # photos smaller than this on their shorter side teach little and are skipped
+
+
+def list_images(root: str) -> list[str]:
+    """Image files under root, recursively, as sorted relative paths."""
+    found = []
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            if name.lower().endswith(IMAGE_SUFFIXES):
+                found.append(os.path.relpath(os.path.join(dirpath, name), root))
+    return sorted(found)
+
+
+def is_validation(relpath: str, fraction: float) -> bool:
+    """A stable split: a photo is held out when the hash of its path falls below the fraction."""
+    digest = hashlib.sha1(relpath.encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+
+def split_images(root: str, fraction: float) -> tuple[list[str], list[str]]:
+    files = list_images(root)
+    val = [f for f in files if is_validation(f, fraction)]
+    train = [f for f in files if not is_validation(f, fraction)]
+    return train, val
+
+
+def read_bgra(path: str) -> np.ndarray | None:
+    """Read a photo as uint8 BGRA (alpha 255 when the file has none); None when unreadable."""
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return None
+    if img.dtype == np.uint16:
+        img = (img // 257).astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGRA)
+    elif img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2BGRA)
+    return img
+
+
+def load_cached(root: str, relpaths: list[str], cache_dir: str, max_side: int) -> list[np.ndarray]:
+    """Decoded, downscaled BGRA arrays for each photo, reading from or filling the on-disk cache."""
+    os.makedirs(cache_dir, exist_ok=True)
+    images = []
+    for rel in relpaths:
+        key = hashlib.sha1(f"{rel}:{max_side}".encode()).hexdigest()
+        cached = os.path.join(cache_dir, f"{key}.npy")
+        if os.path.exists(cached):
+            images.append(np.load(cached))
+            continue
+        img = read_bgra(os.path.join(root, rel))
+        if img is None:
+            log.warning("skipping unreadable image %s", rel)
+            continue
+        scale = max_side / max(img.shape[:2])
+        if scale < 1:
+            img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        np.save(cached + ".tmp.npy", img)
+        os.replace(cached + ".tmp.npy", cached)
+        images.append(img)
+    return [im for im in images if min(im.shape[:2]) >= MIN_SIDE]
+
+
+def has_cutout(img: np.ndarray) -> bool:
+    """True for cut-outs: a real share of the pixels is transparent."""
+    return bool((img[:, :, 3] < 128).mean() > 0.02)
+
+
+@dataclass
+class Sample:
+    lightness: np.ndarray  # (1, S, S) float32, L in [0, 100]
+    ab: np.ndarray  # (2, S/2, S/2) float32, ab in Lab units
+
+
+def random_crop(img: np.ndarray, size: int, min_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """A random square crop of random scale, resized to size×size, randomly flipped."""
+    h, w = img.shape[:2]
+    short = min(h, w)
+    side = int(rng.uniform(min_fraction, 1.0) * short)
+    side = max(side, min(short, size // 2))  # upscale by at most 2× where the photo allows
+    y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    crop = img[y : y + side, x : x + side]
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    crop = cv2.resize(crop, (size, size), interpolation=interp)
+    return crop[:, ::-1] if rng.random() < 0.5 else crop
+
+
+def composite(background: np.ndarray, cutout: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Paste a BGRA cut-out, at a random scale and place, over a BGR(A) background crop."""
+    size = background.shape[0]
+    h, w = cutout.shape[:2]
+    scale = rng.uniform(0.5, 1.0) * size / max(h, w)
+    cut = cv2.resize(cutout, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
+    ch, cw = cut.shape[:2]
+    y, x = rng.integers(0, size - ch + 1), rng.integers(0, size - cw + 1)
+    out = background[:, :, :3].astype(np.float32)
+    alpha = cut[:, :, 3:4].astype(np.float32) / 255.0
+    region = out[y : y + ch, x : x + cw]
+    out[y : y + ch, x : x + cw] = alpha * cut[:, :, :3] + (1 - alpha) * region
+    return out.astype(np.uint8)
+
+
+def to_sample(bgr: np.ndarray) -> Sample:
+    """uint8 BGR crop (S, S, 3) -> L at S and ab at S/2, via OpenCV's Lab."""
+    lab = bgr_to_lab(np.ascontiguousarray(bgr[:, :, :3]))
+    size = lab.shape[0]
+    ab = cv2.resize(lab[:, :, 1:], (size // 2, size // 2), interpolation=cv2.INTER_AREA)
+    return Sample(lab[None, :, :, 0].copy(), ab.transpose(2, 0, 1).copy())
+
+
+class RandomCrops(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
+    """An endless stream of augmented (L, ab) crops; photos drawn with weight ∝ √pixels.
+
+    The √ weighting keeps hundreds of small stamps and 320 px thumbnails from crowding out the large
+    photos, without letting a few 2560 px wallpapers take over.
+    """
+
+    def __init__(self, images: list[np.ndarray], size: int, min_fraction: float, seed: int) -> None:
+        self.photos = [im for im in images if not has_cutout(im)]
+        self.cutouts = [im for im in images if has_cutout(im)]
+        self.size, self.min_fraction, self.seed = size, min_fraction, seed
+        weights = np.array([np.sqrt(im.shape[0] * im.shape[1]) for im in images])
+        self.order = images
+        self.p = weights / weights.sum()
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        rank = int(os.environ.get("RANK", "0"))
+        rng = np.random.default_rng([self.seed, rank, info.id if info else 0])
+        while True:
+            img = self.order[rng.choice(len(self.order), p=self.p)]
+            if has_cutout(img) and self.photos:
+                bg = random_crop(self.photos[rng.integers(len(self.photos))], self.size, self.min_fraction, rng)
+                crop = composite(bg, img, rng)
+            else:
+                crop = random_crop(img, self.size, self.min_fraction, rng)
+            s = to_sample(crop)
+            yield torch.from_numpy(s.lightness), torch.from_numpy(s.ab)
+
+
+def validation_batch(images: list[np.ndarray], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic whole-image views of the held-out photos (squeezed to S×S, as the service does)."""
+    samples = []
+    for img in images:
+        bgr = img[:, :, :3]
+        if has_cutout(img):  # composite on mid-gray, deterministically
+            a = img[:, :, 3:4].astype(np.float32) / 255.0
+            bgr = (a * bgr + (1 - a) * 128).astype(np.uint8)
+        samples.append(to_sample(cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)))
+    lightness = torch.from_numpy(np.stack([s.lightness for s in samples]))
+    return lightness, torch.from_numpy(np.stack([s.ab for s in samples]))

@@ -1,0 +1,219 @@
+"""Training CLI: ``python -m train.train --key value ...`` (see train/config.py for the keys).
+
+CPU by default, CUDA when present, several GPUs with ``torchrun --nproc_per_node N -m train.train``.
+Checkpoints carry model_args, the config and the bin table, so resume and export need nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from train.bins import bins_from_counts, count_ab, rebalance_weights, rebalanced_cross_entropy, soft_encode
+from train.config import TrainConfig, parse_config
+from train.data import RandomCrops, has_cutout, load_cached, split_images, validation_batch
+from train.lab import bgr_to_lab
+from train.model import AB_NORM, ColorizerNet, ModelArgs
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return torch.device(name)
+
+
+def compute_bins(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """In-gamut bins and their prior, from the opaque pixels of the training photos."""
+
+    def opaque_ab() -> Any:
+        for img in images:
+            small = img if max(img.shape[:2]) <= 256 else img[:: max(img.shape[:2]) // 256, :: max(img.shape[:2]) // 256]
+            lab = bgr_to_lab(np.ascontiguousarray(small[:, :, :3]))
+            keep = small[:, :, 3] > 127
+            yield lab[:, :, 1:][keep][:, None, :]
+
+    return bins_from_counts(count_ab(opaque_ab()))
+
+
+class Objective:
+    """Turns head output and target ab into the training loss for either head."""
+
+    def __init__(self, cfg: TrainConfig, centres: torch.Tensor | None, weights: torch.Tensor | None) -> None:
+        self.cfg, self.centres, self.weights = cfg, centres, weights
+
+    def __call__(self, out: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+        if self.cfg.head == "regression":
+            return F.smooth_l1_loss(out, ab / AB_NORM, beta=0.05)
+        assert self.centres is not None and self.weights is not None
+        targets, nearest = soft_encode(ab, self.centres, self.cfg.soft_neighbours, self.cfg.soft_sigma)
+        return rebalanced_cross_entropy(out, targets, nearest, self.weights)
+
+
+def lr_at(step: int, minutes: float, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 5 % over whichever budget (steps or minutes) runs out first,
+    so a time-boxed run still ends with a fully decayed learning rate."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    if cfg.max_minutes:
+        progress = max(progress, minutes / cfg.max_minutes)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def save_checkpoint(path: str, state: dict[str, Any]) -> None:
+    """Write atomically, so an interrupted save never corrupts the last good checkpoint."""
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def train(cfg: TrainConfig) -> str:
+    """Train to cfg.max_steps (or cfg.max_minutes) and return the path of the last checkpoint."""
+    distributed = "WORLD_SIZE" in os.environ
+    if distributed:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    is_main = not distributed or dist.get_rank() == 0
+    device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed + (dist.get_rank() if distributed else 0))
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    ckpt_path = os.path.join(cfg.out_dir, "last.pt")
+
+    train_files, val_files = split_images(cfg.data_dir, cfg.val_fraction)
+    if not train_files:
+        raise SystemExit(f"no images found under {cfg.data_dir}: fetch them with python -m train.fetch_data")
+    cache = cfg.cache_dir or os.path.join(cfg.out_dir, "cache")
+    train_images = load_cached(cfg.data_dir, train_files, cache, cfg.cache_max_side)
+    val_images = load_cached(cfg.data_dir, val_files, cache, cfg.cache_max_side)
+    log.info("%d training and %d validation photos", len(train_images), len(val_images))
+
+    resume = torch.load(ckpt_path, map_location="cpu", weights_only=False) if cfg.resume and os.path.exists(ckpt_path) else None
+    centres_t = weights_t = None
+    if cfg.head == "classification":
+        if resume is not None:
+            centres, prior = resume["bins"]["centres"], resume["bins"]["prior"]
+        else:
+            centres, prior = compute_bins(train_images)
+        weights = rebalance_weights(centres, prior, cfg.rebalance_lambda, cfg.soft_sigma)
+        centres_t, weights_t = torch.from_numpy(centres).to(device), torch.from_numpy(weights).to(device)
+        log.info("%d in-gamut ab bins; class weights %.2f..%.2f", len(centres), weights.min(), weights.max())
+    else:
+        centres, prior = np.zeros((0, 2), np.float32), np.zeros(0, np.float32)
+
+    args = ModelArgs(
+        head=cfg.head, width=cfg.width, global_extractor=cfg.global_extractor,
+        global_weights=cfg.global_weights, num_bins=len(centres), annealed_t=cfg.annealed_t,
+    )
+    model = ColorizerNet(args, torch.from_numpy(centres) if cfg.head == "classification" else None)
+    model = model.to(device, memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, elapsed_before = 0, 0.0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        step, elapsed_before = resume["step"], resume.get("train_seconds", 0.0)
+        log.info("resumed from %s at step %d", ckpt_path, step)
+    net: torch.nn.Module = DistributedDataParallel(model) if distributed else model
+    objective = Objective(cfg, centres_t, weights_t)
+
+    loader = DataLoader(
+        RandomCrops(train_images, cfg.crop_size, cfg.min_crop_fraction, cfg.seed + step),
+        batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
+    )
+    val_l, val_ab = validation_batch(val_images, cfg.crop_size) if val_images else (None, None)
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+            "model_args": args.as_dict(), "config": dataclasses.asdict(cfg),
+            "bins": {"centres": centres, "prior": prior}, "train_seconds": elapsed_before + time.time() - start,
+            "val_files": val_files,
+        })
+
+    start = time.time()
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not is_main, dynamic_ncols=True)
+    seen, t_window = 0, time.time()
+    for lightness, ab in loader:
+        minutes = (elapsed_before + time.time() - start) / 60
+        if step >= cfg.max_steps or (cfg.max_minutes and minutes >= cfg.max_minutes):
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, minutes, cfg)
+        lightness = lightness.to(device).contiguous(memory_format=torch.channels_last)
+        loss = objective(net(lightness, features_only=True), ab.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        seen += lightness.shape[0]
+        if is_main:
+            rate = seen / max(1e-9, time.time() - t_window)
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
+            bar.update(1)
+        if step % cfg.eval_every == 0 and is_main:
+            val_loss = evaluate_loss(model, objective, val_l, val_ab, device)
+            checkpoint()
+            record = {"step": step, "loss": loss.item(), "val_loss": val_loss, "img_s": seen / (time.time() - t_window),
+                      "minutes": (elapsed_before + time.time() - start) / 60}
+            with open(os.path.join(cfg.out_dir, "metrics.jsonl"), "a") as f:
+                f.write(json.dumps(record) + "\n")
+            seen, t_window = 0, time.time()
+    bar.close()
+    if is_main:
+        checkpoint()
+    if distributed:
+        dist.destroy_process_group()
+    return ckpt_path
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: ColorizerNet, objective: Objective, lightness: torch.Tensor | None, ab: torch.Tensor | None,
+    device: torch.device,
+) -> float | None:
+    if lightness is None or ab is None:
+        return None
+    model.eval()
+    losses = [
+        objective(model.features(lightness[i : i + 32].to(device)), ab[i : i + 32].to(device)).item()
+        for i in range(0, len(lightness), 32)
+    ]
+    model.train()
+    return float(np.mean(losses))
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = parse_config(argv)
+    path = train(cfg)
+    log.info("checkpoint: %s", path)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
