@@ -17,8 +17,12 @@ def check_api_key(request: Request) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "missing_api_key", "this server needs an API key: send Authorization: Bearer <key>",
-                       {"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "missing_api_key",
+            "this server needs an API key: send Authorization: Bearer <key>",
+            {"WWW-Authenticate": "Bearer"},
+        )
     # Compare against every key, without stopping early, so timing says nothing about which one matched.
     matched = False
     for key in keys:

@@ -71,7 +71,9 @@ class DynamicBatcher:
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    def submit(self, lightness: np.ndarray, request_id: str, priority: Priority = Priority.INTERACTIVE) -> asyncio.Future[np.ndarray]:
+    def submit(
+        self, lightness: np.ndarray, request_id: str, priority: Priority = Priority.INTERACTIVE
+    ) -> asyncio.Future[np.ndarray]:
         """Queue one (1, S, S) L; the future resolves to its (2, h, w) ab. Raises 503 when the queue is full."""
         if priority is Priority.INTERACTIVE and len(self._queues[priority]) >= self.max_queue:
             raise overloaded(f"the server is busy: {self.max_queue} images are already waiting (COLORIZER_MAX_QUEUE)")
@@ -122,7 +124,9 @@ class DynamicBatcher:
                 if len(outputs) != len(batch):
                     raise RuntimeError(f"model returned {len(outputs)} results for {len(batch)} inputs")
             except Exception as exc:
-                log.exception("model run failed for a batch of %d (requests %s)", len(batch), [i.request_id for i in batch])
+                log.exception(
+                    "model run failed for a batch of %d (requests %s)", len(batch), [i.request_id for i in batch]
+                )
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)

@@ -22,7 +22,9 @@ class Settings(BaseSettings):
     providers: str = Field("cuda,cpu", description="execution providers in order of preference")
     require_gpu: bool = Field(False, description="refuse to start without the CUDA provider")
     max_batch_size: int = Field(0, ge=0, le=256, description="largest batch; 0 = per provider (CUDA 32, CPU 4)")
-    max_batch_delay_ms: float = Field(-1, le=1000, description="wait to fill a batch; <0 = per provider (CUDA 5, CPU 2)")
+    max_batch_delay_ms: float = Field(
+        -1, le=1000, description="wait to fill a batch; <0 = per provider (CUDA 5, CPU 2)"
+    )
     max_queue: int = Field(64, ge=1, description="images waiting for the model before 503")
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="largest request body")
     max_pixels: int = Field(50_000_000, ge=1, description="largest width × height accepted")

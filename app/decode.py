@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from app.errors import ApiError
-from app.image_header import read_header
+from app.image_header import Header, read_header
 
 
 @dataclass
@@ -22,14 +22,7 @@ class DecodedImage:
 def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     """Bytes -> float BGR in [0, 1] plus alpha; 8/16-bit, gray/BGR/BGRA, EXIF orientation applied."""
     header = read_header(data)
-    pixels = header.width * header.height
-    if pixels > max_pixels:
-        raise ApiError(
-            413,
-            "too_many_pixels",
-            f"image is {header.width}×{header.height} = {pixels / 1e6:.1f} Mpx; "
-            f"the limit is {max_pixels / 1e6:.1f} Mpx (COLORIZER_MAX_PIXELS)",
-        )
+    check_pixels(header, max_pixels)
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise ApiError(400, "undecodable_image", f"the {header.format.upper()} file is damaged or truncated")
@@ -52,6 +45,18 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     if alpha is not None:
         alpha = apply_orientation(alpha, orientation)
     return DecodedImage(color, alpha, header.format)
+
+
+def check_pixels(header: Header, max_pixels: int) -> None:
+    """413 for an image whose declared size is over the limit, before anything is allocated for it."""
+    pixels = header.width * header.height
+    if pixels > max_pixels:
+        raise ApiError(
+            413,
+            "too_many_pixels",
+            f"image is {header.width}×{header.height} = {pixels / 1e6:.1f} Mpx; "
+            f"the limit is {max_pixels / 1e6:.1f} Mpx (COLORIZER_MAX_PIXELS)",
+        )
 
 
 def exif_orientation(data: bytes) -> int:

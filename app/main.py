@@ -34,8 +34,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await service.stop()
 
-    app = FastAPI(title="Colorizer", version="0.1.0", lifespan=lifespan,
-                  description="Turns grayscale photographs and videos into plausible colour ones.")
+    app = FastAPI(
+        title="Colorizer",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Turns grayscale photographs and videos into plausible colour ones.",
+    )
     app.state.service = service
     app.include_router(health.router)
     app.include_router(images.router)
@@ -43,8 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     install_error_handlers(app, service)
     if settings.cors_origin_list:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
-                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=service.metrics)
     return app
@@ -71,8 +79,11 @@ def install_error_handlers(app: FastAPI, service: Service) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         what = "is missing" if first.get("type") == "missing" else f"is invalid ({first.get('msg', 'bad value')})"
-        return respond(422, "missing_field" if first.get("type") == "missing" else "invalid_field",
-                       f"the request field '{where}' {what}")
+        return respond(
+            422,
+            "missing_field" if first.get("type") == "missing" else "invalid_field",
+            f"the request field '{where}' {what}",
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

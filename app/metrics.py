@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+disable_created_metrics()  # *_created series only double the exposition; dashboards never use them
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -13,17 +15,26 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.request_duration = Histogram(
-            "colorizer_request_duration_seconds", "Request latency by route and status.",
-            ["route", "status"], buckets=LATENCY_BUCKETS, registry=r,
+            "colorizer_request_duration_seconds",
+            "Request latency by route and status.",
+            ["route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.stage_duration = Histogram(
-            "colorizer_stage_duration_seconds", "Time per pipeline stage.", ["stage"], buckets=LATENCY_BUCKETS, registry=r
+            "colorizer_stage_duration_seconds",
+            "Time per pipeline stage.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram("colorizer_batch_size", "Images per model run.", buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("colorizer_queue_depth", "Images waiting for the model.", registry=r)
         self.images = Counter("colorizer_images", "Images by outcome.", ["outcome"], registry=r)
         self.errors = Counter("colorizer_errors", "Error answers by status and code.", ["status", "code"], registry=r)
-        self.model_info = Gauge("colorizer_model_info", "The loaded model (value 1).", ["version", "provider"], registry=r)
+        self.model_info = Gauge(
+            "colorizer_model_info", "The loaded model (value 1).", ["version", "provider"], registry=r
+        )
         self.video_jobs = Gauge("colorizer_video_jobs", "Video jobs by status.", ["status"], registry=r)
         self.video_frames = Counter("colorizer_video_frames", "Video frames colourised.", registry=r)
         for stage in ("decode", "preprocess", "queue", "inference", "postprocess", "encode"):

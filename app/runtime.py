@@ -75,7 +75,9 @@ class ModelRuntime:
             raise ModelLoadError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         active = self.session.get_providers()
         if require_gpu and CUDA not in active:
-            raise ModelLoadError(f"COLORIZER_REQUIRE_GPU is true but the CUDA provider failed to start (active: {active})")
+            raise ModelLoadError(
+                f"COLORIZER_REQUIRE_GPU is true but the CUDA provider failed to start (active: {active})"
+            )
         if CUDA in wanted and CUDA not in active:
             log.warning("CUDA was requested but ONNX Runtime fell back to %s; check the driver and cuDNN", active)
         self.info = self._describe(path, active)

@@ -111,7 +111,9 @@ class Service:
         """Run CPU work (decode, Lab, resize, encode) off the event loop, on the bounded pipeline pool."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def infer(self, small_l: np.ndarray, request_id: str, priority: Priority = Priority.INTERACTIVE) -> np.ndarray:
+    async def infer(
+        self, small_l: np.ndarray, request_id: str, priority: Priority = Priority.INTERACTIVE
+    ) -> np.ndarray:
         if self.batcher is None:
             raise ApiError(503, "not_ready", "the model is still loading; try again shortly", {"Retry-After": "2"})
         return await self.batcher.submit(small_l, request_id, priority)

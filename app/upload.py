@@ -12,7 +12,8 @@ from app.errors import ApiError
 def too_large(limit: int, seen: int | None = None) -> ApiError:
     amount = f"{seen / 1e6:.1f} MB" if seen is not None else "more than that"
     return ApiError(
-        413, "upload_too_large",
+        413,
+        "upload_too_large",
         f"the upload is {amount}; the limit is {limit / 1e6:.1f} MB (COLORIZER_MAX_UPLOAD_BYTES)",
     )
 
@@ -47,9 +48,15 @@ class BodyLimitMiddleware:
 
 async def _send_error(send: Send, error: ApiError) -> None:
     body = json.dumps(error.body()).encode()
-    await send({
-        "type": "http.response.start", "status": error.status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close")],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

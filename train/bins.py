@@ -34,9 +34,7 @@ def bins_from_counts(counts: dict[tuple[int, int], int]) -> tuple[np.ndarray, np
     return centres, (prior / prior.sum()).astype(np.float32)
 
 
-def rebalance_weights(
-    centres: np.ndarray, prior: np.ndarray, lam: float = 0.5, sigma: float = 5.0
-) -> np.ndarray:
+def rebalance_weights(centres: np.ndarray, prior: np.ndarray, lam: float = 0.5, sigma: float = 5.0) -> np.ndarray:
     """Class weights w ∝ ((1-λ)·p̃ + λ/Q)⁻¹ with p̃ the prior smoothed by a Gaussian in ab, E_p̃[w] = 1."""
     d2 = ((centres[:, None, :] - centres[None, :, :]) ** 2).sum(-1)  # (Q, Q)
     kernel = np.exp(-d2 / (2 * sigma**2))

@@ -8,9 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_DATA = os.path.join(
-    os.environ.get("COLORIZE_DATA", os.path.expanduser("~/.cache/colorize")), "train"
-)
+DEFAULT_DATA = os.path.join(os.environ.get("COLORIZE_DATA", os.path.expanduser("~/.cache/colorize")), "train")
 
 
 @dataclass

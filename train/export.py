@@ -1,6 +1,6 @@
 """Export CLI: checkpoint -> self-describing ONNX file, checked and compared with PyTorch.
 
-    python -m train.export runs/default/last.pt models/colorizer.onnx --version 1.0.0
+python -m train.export runs/default/last.pt models/colorizer.onnx --version 1.0.0
 """
 
 from __future__ import annotations
@@ -36,16 +36,20 @@ def architecture_name(args: ModelArgs) -> str:
     return f"colorizer-cnn/w{args.width}/{args.global_extractor}/{args.head}"
 
 
-def export_onnx(
-    model: ColorizerNet, out: Path, input_size: int, metadata: dict[str, str], opset: int = 17
-) -> float:
+def export_onnx(model: ColorizerNet, out: Path, input_size: int, metadata: dict[str, str], opset: int = 17) -> float:
     """Write the ONNX file, run onnx.checker, and return the max |ab| difference ORT vs PyTorch."""
     model = model.eval().to(memory_format=torch.contiguous_format)
     example = torch.rand(2, 1, input_size, input_size) * 100  # (N, 1, S, S)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        model, (example,), str(out), input_names=["L"], output_names=["ab"],
-        dynamic_axes={"L": {0: "N"}, "ab": {0: "N"}}, opset_version=opset, dynamo=False,
+        model,
+        (example,),
+        str(out),
+        input_names=["L"],
+        output_names=["ab"],
+        dynamic_axes={"L": {0: "N"}, "ab": {0: "N"}},
+        opset_version=opset,
+        dynamo=False,
     )
     proto = onnx.load(str(out))
     for key, value in metadata.items():
@@ -89,8 +93,13 @@ def main(argv: list[str] | None = None) -> None:
     }
     diff = export_onnx(model, a.output, size, metadata)
     digest = hashlib.sha256(a.output.read_bytes()).hexdigest()[:16]
-    log.info("wrote %s (%.2f MB, sha256 %s…); ORT vs PyTorch max |Δab| = %.2e",
-             a.output, a.output.stat().st_size / 1e6, digest, diff)
+    log.info(
+        "wrote %s (%.2f MB, sha256 %s…); ORT vs PyTorch max |Δab| = %.2e",
+        a.output,
+        a.output.stat().st_size / 1e6,
+        digest,
+        diff,
+    )
     if diff > a.max_diff:
         raise SystemExit(f"ONNX Runtime and PyTorch differ by {diff:.3g} ab units (limit {a.max_diff})")
 

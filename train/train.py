@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from train.bins import bins_from_counts, count_ab, rebalance_weights, rebalanced_cross_entropy, soft_encode
 from train.config import TrainConfig, parse_config
-from train.data import RandomCrops, has_cutout, load_cached, split_images, validation_batch
+from train.data import RandomCrops, load_cached, split_images, validation_batch
 from train.lab import bgr_to_lab
 from train.model import AB_NORM, ColorizerNet, ModelArgs
 
@@ -52,7 +52,9 @@ def compute_bins(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
     def opaque_ab() -> Any:
         for img in images:
-            small = img if max(img.shape[:2]) <= 256 else img[:: max(img.shape[:2]) // 256, :: max(img.shape[:2]) // 256]
+            small = (
+                img if max(img.shape[:2]) <= 256 else img[:: max(img.shape[:2]) // 256, :: max(img.shape[:2]) // 256]
+            )
             lab = bgr_to_lab(np.ascontiguousarray(small[:, :, :3]))
             keep = small[:, :, 3] > 127
             yield lab[:, :, 1:][keep][:, None, :]
@@ -69,7 +71,8 @@ class Objective:
     def __call__(self, out: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
         if self.cfg.head == "regression":
             return F.smooth_l1_loss(out, ab / AB_NORM, beta=0.05)
-        assert self.centres is not None and self.weights is not None
+        assert self.centres is not None
+        assert self.weights is not None
         targets, nearest = soft_encode(ab, self.centres, self.cfg.soft_neighbours, self.cfg.soft_sigma)
         return rebalanced_cross_entropy(out, targets, nearest, self.weights)
 
@@ -112,7 +115,11 @@ def train(cfg: TrainConfig) -> str:
     val_images = load_cached(cfg.data_dir, val_files, cache, cfg.cache_max_side)
     log.info("%d training and %d validation photos", len(train_images), len(val_images))
 
-    resume = torch.load(ckpt_path, map_location="cpu", weights_only=False) if cfg.resume and os.path.exists(ckpt_path) else None
+    resume = (
+        torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if cfg.resume and os.path.exists(ckpt_path)
+        else None
+    )
     centres_t = weights_t = None
     if cfg.head == "classification":
         if resume is not None:
@@ -126,8 +133,12 @@ def train(cfg: TrainConfig) -> str:
         centres, prior = np.zeros((0, 2), np.float32), np.zeros(0, np.float32)
 
     args = ModelArgs(
-        head=cfg.head, width=cfg.width, global_extractor=cfg.global_extractor,
-        global_weights=cfg.global_weights, num_bins=len(centres), annealed_t=cfg.annealed_t,
+        head=cfg.head,
+        width=cfg.width,
+        global_extractor=cfg.global_extractor,
+        global_weights=cfg.global_weights,
+        num_bins=len(centres),
+        annealed_t=cfg.annealed_t,
     )
     model = ColorizerNet(args, torch.from_numpy(centres) if cfg.head == "classification" else None)
     model = model.to(device, memory_format=torch.channels_last)
@@ -144,17 +155,26 @@ def train(cfg: TrainConfig) -> str:
 
     loader = DataLoader(
         RandomCrops(train_images, cfg.crop_size, cfg.min_crop_fraction, cfg.seed + step),
-        batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.workers,
+        persistent_workers=cfg.workers > 0,
     )
     val_l, val_ab = validation_batch(val_images, cfg.crop_size) if val_images else (None, None)
 
     def checkpoint() -> None:
-        save_checkpoint(ckpt_path, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-            "model_args": args.as_dict(), "config": dataclasses.asdict(cfg),
-            "bins": {"centres": centres, "prior": prior}, "train_seconds": elapsed_before + time.time() - start,
-            "val_files": val_files,
-        })
+        save_checkpoint(
+            ckpt_path,
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "model_args": args.as_dict(),
+                "config": dataclasses.asdict(cfg),
+                "bins": {"centres": centres, "prior": prior},
+                "train_seconds": elapsed_before + time.time() - start,
+                "val_files": val_files,
+            },
+        )
 
     start = time.time()
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not is_main, dynamic_ncols=True)
@@ -179,8 +199,13 @@ def train(cfg: TrainConfig) -> str:
         if step % cfg.eval_every == 0 and is_main:
             val_loss = evaluate_loss(model, objective, val_l, val_ab, device)
             checkpoint()
-            record = {"step": step, "loss": loss.item(), "val_loss": val_loss, "img_s": seen / (time.time() - t_window),
-                      "minutes": (elapsed_before + time.time() - start) / 60}
+            record = {
+                "step": step,
+                "loss": loss.item(),
+                "val_loss": val_loss,
+                "img_s": seen / (time.time() - t_window),
+                "minutes": (elapsed_before + time.time() - start) / 60,
+            }
             with open(os.path.join(cfg.out_dir, "metrics.jsonl"), "a") as f:
                 f.write(json.dumps(record) + "\n")
             seen, t_window = 0, time.time()
@@ -194,7 +219,10 @@ def train(cfg: TrainConfig) -> str:
 
 @torch.no_grad()
 def evaluate_loss(
-    model: ColorizerNet, objective: Objective, lightness: torch.Tensor | None, ab: torch.Tensor | None,
+    model: ColorizerNet,
+    objective: Objective,
+    lightness: torch.Tensor | None,
+    ab: torch.Tensor | None,
     device: torch.device,
 ) -> float | None:
     if lightness is None or ab is None:

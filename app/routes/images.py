@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 
 from app.auth import check_api_key
+from app.decode import check_pixels
 from app.encode import MEDIA_TYPES, check_format
 from app.errors import ApiError
 from app.image_header import read_header
@@ -35,6 +36,7 @@ async def colorize_bytes(service: Service, data: bytes, fmt: str) -> bytes:
     s = service.settings
     try:
         header = read_header(data)  # cheap, on the loop: refuses bombs before any thread or memory is spent
+        check_pixels(header, s.max_pixels)
     except ApiError:
         service.metrics.images.labels("rejected").inc()
         raise
@@ -52,8 +54,11 @@ async def colorize_bytes(service: Service, data: bytes, fmt: str) -> bytes:
             encoded = await service.in_thread(finish, prepared, ab, fmt, s.png_compression, service.metrics)
     except TimeoutError as exc:
         service.metrics.images.labels("error").inc()
-        raise ApiError(504, "deadline_exceeded",
-                       f"the image took longer than {s.request_timeout_s:g} s (COLORIZER_REQUEST_TIMEOUT_S)") from exc
+        raise ApiError(
+            504,
+            "deadline_exceeded",
+            f"the image took longer than {s.request_timeout_s:g} s (COLORIZER_REQUEST_TIMEOUT_S)",
+        ) from exc
     except ApiError as exc:
         service.metrics.images.labels("rejected" if exc.status < 500 or exc.status == 503 else "error").inc()
         raise
@@ -75,8 +80,11 @@ async def read_upload(request: Request, file: UploadFile | None) -> bytes:
         raise ApiError(422, "missing_field", "multipart upload needs the image in a field named 'file'")
     if not ctype.startswith("image/") and ctype != "application/octet-stream":
         shown = ctype[:60] or "none"
-        raise ApiError(415, "unsupported_media_type",
-                       f"send the image as multipart field 'file' or as a raw body with an image/* Content-Type (got {shown})")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send the image as multipart field 'file' or as a raw body with an image/* Content-Type (got {shown})",
+        )
     return await request.body()
 
 
@@ -95,15 +103,16 @@ def stream_bytes(data: bytes) -> AsyncIterator[bytes]:
 )
 async def colorize(
     request: Request,
+    service: Annotated[Service, Depends(get_service)],
     file: Annotated[UploadFile | None, File(description="the image")] = None,
     format: Format = "png",
-    service: Service = Depends(get_service),
 ) -> StreamingResponse:
     fmt = check_format(format)
     data = await read_upload(request, file)
     encoded = await colorize_bytes(service, data, fmt)
-    return StreamingResponse(stream_bytes(encoded), media_type=MEDIA_TYPES[fmt],
-                             headers={"Content-Length": str(len(encoded))})
+    return StreamingResponse(
+        stream_bytes(encoded), media_type=MEDIA_TYPES[fmt], headers={"Content-Length": str(len(encoded))}
+    )
 
 
 @router.post(
@@ -113,11 +122,14 @@ async def colorize(
 )
 async def colorize_batch(
     files: Annotated[list[UploadFile], File(description="the images")],
-    service: Service = Depends(get_service),
+    service: Annotated[Service, Depends(get_service)],
 ) -> StreamingResponse:
     if len(files) > service.settings.max_queue:
-        raise ApiError(413, "too_many_files",
-                       f"{len(files)} files in one batch; the limit is {service.settings.max_queue} (COLORIZER_MAX_QUEUE)")
+        raise ApiError(
+            413,
+            "too_many_files",
+            f"{len(files)} files in one batch; the limit is {service.settings.max_queue} (COLORIZER_MAX_QUEUE)",
+        )
     blobs = [await f.read() for f in files]
     names = unique_names([f.filename or f"image{i}" for i, f in enumerate(files)])
     # All images go into the batcher at once (so they share model runs); any bad one fails the whole
@@ -129,8 +141,11 @@ async def colorize_batch(
         if isinstance(result, BaseException):
             raise result
     encoded = [r for r in results if isinstance(r, bytes)]
-    return StreamingResponse(zip_stream(names, encoded), media_type="application/zip",
-                             headers={"Content-Disposition": 'attachment; filename="colorized.zip"'})
+    return StreamingResponse(
+        zip_stream(names, encoded),
+        media_type="application/zip",
+        headers={"Content-Disposition": 'attachment; filename="colorized.zip"'},
+    )
 
 
 def unique_names(filenames: list[str]) -> list[str]:

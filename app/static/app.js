@@ -98,7 +98,8 @@
   } catch (_) {
     // Storage can be unavailable (private modes); the field still works for this visit.
   }
-  if (apiKey()) ui.settings.open = false;
+  const markKey = () => ui.settings.classList.toggle("has-key", Boolean(apiKey()));
+  markKey();
 
   let modelTimer = 0;
   ui.apiKey.addEventListener("input", () => {
@@ -108,6 +109,7 @@
     } catch (_) {
       /* see above */
     }
+    markKey();
     clearTimeout(modelTimer);
     modelTimer = setTimeout(loadModelInfo, 500);
   });
@@ -189,13 +191,12 @@
       },
     };
     const { el } = item;
-    card.dataset.id = String(item.id);
     el.name.textContent = name;
     el.name.title = name;
     el.meta.textContent = formatBytes(file.size);
     el.progress.setAttribute("aria-label", `Progress for ${name}`);
     el.remove.setAttribute("aria-label", `Remove ${name}`);
-    el.retry.setAttribute("aria-label", `Try ${name} again`);
+    el.retry.setAttribute("aria-label", `Try again: ${name}`);
     el.slider.setAttribute("aria-label", `Compare original and colour of ${name}`);
     el.before.alt = `Original: ${name}`;
 
@@ -271,6 +272,7 @@
       if (failed) text += `, ${failed} failed`;
     }
     ui.count.textContent = text ? `(${text})` : "";
+    document.body.classList.toggle("has-items", live > 0);
     ui.downloadAll.disabled = zipBusy || done === 0;
   }
 
@@ -372,7 +374,7 @@
     if (xhr.status === 503 && item.autoRetries < MAX_AUTO_RETRIES) {
       const wait = retryAfterSeconds(xhr);
       item.autoRetries += 1;
-      setState(item, "waiting", `${detail} Trying again in ${wait} s…`);
+      setState(item, "waiting", `${detail} Trying again in ${wait}\u00a0s…`);
       setIndeterminate(item);
       item.retryTimer = setTimeout(() => enqueue(item), wait * 1000);
       return;
@@ -380,7 +382,8 @@
     if (xhr.status === 401 || xhr.status === 403) {
       ui.settings.open = true;
     }
-    fail(item, detail);
+    const retryable = xhr.status >= 500 || [401, 403, 408, 429].includes(xhr.status);
+    fail(item, detail, retryable);
   }
 
   async function showResult(item, blob, seconds) {
@@ -394,7 +397,7 @@
       URL.revokeObjectURL(item.resultUrl);
       item.resultUrl = "";
       el.after.removeAttribute("src");
-      fail(item, "The server's answer could not be shown as an image.");
+      fail(item, "The server's answer could not be shown as an image.", false);
       return;
     }
     if (item.removed) return;
@@ -403,16 +406,18 @@
     const filename = `${item.stem}-color.png`;
     el.download.href = item.resultUrl;
     el.download.download = filename;
-    el.download.setAttribute("aria-label", `Download ${filename}`);
-    setState(item, "done", `Ready in ${seconds.toFixed(1)} s`);
+    el.download.setAttribute("aria-label", `Download PNG: ${filename}`);
+    setState(item, "done", `Ready in ${seconds.toFixed(1)}\u00a0s`);
     announce(`${item.name} is ready.`);
   }
 
-  function fail(item, detail) {
+  /** Show the error on the file's card; "Try again" only where trying again can help. */
+  function fail(item, detail, retryable = true) {
     if (item.removed) return;
     setState(item, "error", "");
     item.el.error.textContent = detail;
     item.el.error.hidden = false;
+    item.el.retry.hidden = !retryable;
     announce(`${item.name}: ${detail}`);
   }
 
@@ -484,7 +489,7 @@
   });
 
   ui.dropzone.addEventListener("click", (event) => {
-    if (event.target === ui.dropzone || event.target.closest(".dropzone-icon, .dropzone-title, .dropzone-hint")) {
+    if (event.target === ui.dropzone || event.target.closest(".dropzone-icon, .dropzone-text")) {
       ui.fileInput.click();
     }
   });

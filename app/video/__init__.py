@@ -1,0 +1,1 @@
+"""Videos: colourised frame by frame through the image model, with sound, frame rate and rotation kept."""

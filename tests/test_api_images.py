@@ -1,0 +1,145 @@
+"""End to end: a real uvicorn server on a free port, the real model, real images over real HTTP."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import Server, colourfulness, decode_png, gray_png, photo_like
+
+
+def post_file(server: Server, data: bytes, name: str = "photo.png", **params: str) -> httpx.Response:
+    return httpx.post(server.url + "/colorize", files={"file": (name, data)}, params=params, timeout=60)
+
+
+def test_multipart_gray_png_comes_back_in_colour_at_the_same_size(live_server: Server) -> None:
+    r = post_file(live_server, gray_png(240, 320))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    out = decode_png(r.content)
+    assert out.shape == (240, 320, 3)
+    assert colourfulness(out) > 2.0  # a gray image has 0
+
+
+def test_raw_body_jpeg_with_output_format(live_server: Server) -> None:
+    gray = cv2.cvtColor(photo_like(), cv2.COLOR_BGR2GRAY)
+    body = cv2.imencode(".jpg", gray)[1].tobytes()
+    for fmt, media in [("jpeg", "image/jpeg"), ("webp", "image/webp"), ("png", "image/png")]:
+        r = httpx.post(live_server.url + f"/colorize?format={fmt}", content=body,
+                       headers={"Content-Type": "image/jpeg"}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == media
+        assert decode_png(r.content).shape[:2] == gray.shape
+
+
+def test_output_keeps_the_detail_of_the_input_lightness(live_server: Server) -> None:
+    """The colour comes from the model; the L channel must be the original's, at full resolution."""
+    gray = cv2.cvtColor(photo_like(480, 640), cv2.COLOR_BGR2GRAY)
+    out = decode_png(post_file(live_server, cv2.imencode(".png", gray)[1].tobytes()).content)
+    l_in = cv2.cvtColor(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR).astype(np.float32) / 255, cv2.COLOR_BGR2Lab)[..., 0]
+    l_out = cv2.cvtColor(out.astype(np.float32) / 255, cv2.COLOR_BGR2Lab)[..., 0]
+    assert np.median(np.abs(l_in - l_out)) < 1.5  # only gamut clipping and 8-bit rounding differ
+
+
+def test_alpha_is_kept(live_server: Server) -> None:
+    bgra = cv2.cvtColor(photo_like(), cv2.COLOR_BGR2BGRA)
+    bgra[:, :100, 3] = 0
+    bgra[:, :, :3] = cv2.cvtColor(cv2.cvtColor(bgra[:, :, :3], cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    out = decode_png(post_file(live_server, cv2.imencode(".png", bgra)[1].tobytes()).content)
+    assert out.shape == bgra.shape
+    np.testing.assert_array_equal(out[:, :, 3], bgra[:, :, 3])
+
+
+def test_16_bit_gray_is_accepted(live_server: Server) -> None:
+    gray16 = cv2.cvtColor(photo_like(), cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257
+    r = post_file(live_server, cv2.imencode(".png", gray16)[1].tobytes())
+    assert r.status_code == 200, r.text
+    assert decode_png(r.content).shape == (240, 320, 3)
+
+
+def exif_rotated_jpeg(img: np.ndarray, orientation: int) -> bytes:
+    """A JPEG whose EXIF says 'rotate me', as phones write them."""
+    jpeg = cv2.imencode(".jpg", img)[1].tobytes()
+    ifd = b"MM\x00*\x00\x00\x00\x08" + b"\x00\x01" + b"\x01\x12\x00\x03\x00\x00\x00\x01" + bytes([0, orientation, 0, 0])
+    ifd += b"\x00\x00\x00\x00"
+    app1 = b"Exif\x00\x00" + ifd
+    segment = b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1
+    return jpeg[:2] + segment + jpeg[2:]
+
+
+def test_exif_orientation_is_applied(live_server: Server) -> None:
+    gray = cv2.cvtColor(photo_like(240, 320), cv2.COLOR_BGR2GRAY)
+    r = post_file(live_server, exif_rotated_jpeg(gray, 6), name="phone.jpg")  # 6 = rotate 90° clockwise
+    assert r.status_code == 200, r.text
+    assert decode_png(r.content).shape[:2] == (320, 240)
+
+
+def test_batch_returns_a_zip_in_request_order(live_server: Server) -> None:
+    sizes = [(120, 160), (200, 100), (64, 64)]
+    files = [("files", (f"img{i}.png", gray_png(h, w))) for i, (h, w) in enumerate(sizes)]
+    files.append(("files", ("img0.jpg", cv2.imencode(".jpg", photo_like(50, 70))[1].tobytes())))
+    r = httpx.post(live_server.url + "/colorize/batch", files=files, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(r.content))
+    assert archive.namelist() == ["img0.png", "img1.png", "img2.png", "img0-1.png"]
+    shapes = [decode_png(archive.read(n)).shape[:2] for n in archive.namelist()]
+    assert shapes == [*sizes, (50, 70)]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"", 400, "empty_file"),
+        (b"hello, this is plain text", 415, "unsupported_media_type"),
+        (b"<!DOCTYPE html><html><body>hi</body></html>", 415, "unsupported_media_type"),
+        (b'<svg xmlns="http://www.w3.org/2000/svg"></svg>', 415, "unsupported_media_type"),
+        (b'{"image": "no"}', 415, "unsupported_media_type"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\xea`\x00\x00\xea`\x08\x00\x00\x00\x00", 413, "too_many_pixels"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x00\x00\x00\x00\x00\x08\x00\x00\x00\x00", 400,
+         "undecodable_image"),
+    ],
+)
+def test_bad_uploads_get_a_clear_json_error(live_server: Server, body: bytes, status: int, code: str) -> None:
+    r = post_file(live_server, body)
+    assert r.status_code == status, r.text
+    assert r.json()["code"] == code
+    assert len(r.json()["detail"]) > 10
+
+
+def test_truncated_images_are_400(live_server: Server) -> None:
+    for ext in (".png", ".jpg"):
+        data = cv2.imencode(ext, photo_like())[1].tobytes()
+        r = post_file(live_server, data[: len(data) // 3], name="cut" + ext)
+        assert r.status_code == 400, r.text
+        assert r.json()["code"] == "undecodable_image"
+
+
+def test_missing_field_and_wrong_content_type(live_server: Server) -> None:
+    r = httpx.post(live_server.url + "/colorize", files={"image": ("a.png", gray_png())}, timeout=30)
+    assert (r.status_code, r.json()["code"]) == (422, "missing_field")
+    r = httpx.post(live_server.url + "/colorize", content=gray_png(), headers={"Content-Type": "text/plain"})
+    assert (r.status_code, r.json()["code"]) == (415, "unsupported_media_type")
+    r = httpx.post(live_server.url + "/colorize/batch", files={"file": ("a.png", gray_png())}, timeout=30)
+    assert (r.status_code, r.json()["code"]) == (422, "missing_field")
+    r = httpx.get(live_server.url + "/nope")
+    assert (r.status_code, r.json()["code"]) == (404, "not_found")
+
+
+def test_health_ready_model_and_metrics(live_server: Server) -> None:
+    assert httpx.get(live_server.url + "/healthz").status_code == 200
+    assert httpx.get(live_server.url + "/readyz").json() == {"status": "ready"}
+    model = httpx.get(live_server.url + "/model").json()
+    assert model["input_size"] > 0
+    assert model["providers"] == ["CPUExecutionProvider"]
+    assert len(model["sha256"]) == 64
+    text = httpx.get(live_server.url + "/metrics").text
+    assert 'colorizer_model_info{provider="CPUExecutionProvider"' in text
+    for name in ("colorizer_request_duration_seconds", "colorizer_stage_duration_seconds", "colorizer_batch_size",
+                 "colorizer_queue_depth", "colorizer_images_total"):
+        assert f"\n{name}" in text

@@ -1,0 +1,71 @@
+"""Training end to end on a tiny generated photo folder: train, resume, evaluate, export, ONNX parity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from tests.conftest import photo_like
+from train import evaluate, export
+from train.config import parse_config
+from train.train import train
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    for i in range(12):
+        img = photo_like(160 + 8 * i, 200, seed=i)
+        (root / f"sub{i % 2}").mkdir(exist_ok=True)
+        cv2.imwrite(str(root / f"sub{i % 2}" / f"p{i}.{'png' if i % 3 else 'jpg'}"), img)
+    cutout = cv2.cvtColor(photo_like(80, 80, seed=99), cv2.COLOR_BGR2BGRA)
+    cutout[:20, :, 3] = 0
+    cv2.imwrite(str(root / "stamp.png"), cutout)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["classification", "regression"])
+def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str) -> None:
+    out = tmp_path / "run"
+    common = ["--data_dir", str(photo_dir), "--out_dir", str(out), "--crop_size", "64", "--width", "8",
+              "--batch_size", "4", "--eval_every", "2", "--workers", "0", "--val_fraction", "0.2", "--head", head,
+              "--warmup_steps", "1"]
+    ckpt = train(parse_config([*common, "--max_steps", "2"]))
+    first = torch.load(ckpt, weights_only=False)
+    assert first["step"] == 2
+    assert first["model_args"]["head"] == head
+    assert first["config"]["crop_size"] == 64
+    train(parse_config([*common, "--max_steps", "4"]))  # resumes from last.pt
+    assert torch.load(ckpt, weights_only=False)["step"] == 4
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]
+    assert all(np.isfinite(r["val_loss"]) for r in records)
+
+    onnx_path = tmp_path / "model.onnx"
+    export.main([ckpt, str(onnx_path), "--version", "test-1"])
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert meta["colorizer.input_size"] == "64"
+    assert meta["colorizer.version"] == "test-1"
+    assert head in meta["colorizer.architecture"]
+    assert "colorizer.trained_on" in meta
+    model, _ = export.load_model(ckpt)
+    assert export.parity(model, onnx_path, 64, batch=4) < 1e-3
+
+    report = tmp_path / "eval"
+    evaluate.main([str(onnx_path), str(photo_dir), "--out", str(report), "--limit", "4"])
+    table = (report / "EVALUATION.md").read_text()
+    assert "gray baseline" in table
+    assert (report / "grid.png").stat().st_size > 1000
+
+
+def test_unknown_config_key_is_an_error() -> None:
+    with pytest.raises(SystemExit):
+        parse_config(["--no_such_key", "1"])
+    assert parse_config(["--lr", "0.01", "--resume", "false"]).resume is False
