@@ -91,7 +91,7 @@ def colorize_paths(settings: Settings, paths: list[Path], out_dir: Path, fmt: st
     for src, rel in videos:
         with tqdm(total=0, unit="frame", desc=src.name) as bar:
 
-            def progress(done: int, total: int, bar: tqdm = bar) -> None:  # type: ignore[type-arg]
+            def progress(done: int, total: int, bar: tqdm = bar) -> None:
                 bar.total = total
                 bar.n = done
                 bar.refresh()

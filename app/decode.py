@@ -27,7 +27,8 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     if img is None or img.size == 0:
         raise ApiError(400, "undecodable_image", f"the {header.format.upper()} file is damaged or truncated")
     if img.dtype not in (np.uint8, np.uint16):
-        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)  # float TIFFs and the like
+        lo, hi = float(img.min()), float(img.max())  # float TIFFs and the like: stretch to 8 bits
+        img = ((img.astype(np.float64) - lo) * (255.0 / max(hi - lo, 1e-12))).astype(np.uint8)
     scale = 1.0 / (65535.0 if img.dtype == np.uint16 else 255.0)
     alpha = None
     if img.ndim == 2:

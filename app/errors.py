@@ -14,6 +14,7 @@ class ApiError(HTTPException):
 
     def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(status_code=status, detail=detail, headers=headers)
+        self.headers: dict[str, str] = headers or {}
         self.status, self.code = status, code
         self.detail: str = detail
 

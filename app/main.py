@@ -16,10 +16,11 @@ from starlette.exceptions import HTTPException
 from app.config import Settings, get_settings
 from app.errors import ApiError
 from app.observability import RequestContextMiddleware, configure_logging
-from app.routes import health, images, page
+from app.routes import health, images, page, videos
 from app.routes.page import STATIC_DIR
 from app.service import Service
 from app.upload import BodyLimitMiddleware
+from app.video.jobs import JobManager
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,13 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     service = Service(settings)
+    video_jobs = JobManager(service)
+    service.background.append(video_jobs.stop)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        await video_jobs.start()
         yield
         await service.stop()
 
@@ -41,9 +45,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Turns grayscale photographs and videos into plausible colour ones.",
     )
     app.state.service = service
+    app.state.video_jobs = video_jobs
     app.include_router(health.router)
     app.include_router(images.router)
     app.include_router(page.router)
+    app.include_router(videos.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     install_error_handlers(app, service)
     if settings.cors_origin_list:
@@ -67,7 +73,7 @@ def install_error_handlers(app: FastAPI, service: Service) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return respond(exc.status, exc.code, exc.detail, exc.headers)
+        return respond(exc.status, exc.code, exc.detail, dict(exc.headers))
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:

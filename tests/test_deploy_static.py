@@ -389,11 +389,14 @@ def test_grafana_provisioning_points_at_the_mounted_dashboards() -> None:
 def test_k8s_manifest_matches_the_api_schema(path: Path, version: str) -> None:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     assert docs, f"{path} holds no object"
+    errors = []
     for doc in docs:
         try:
             kubernetes_validate.validate(doc, version, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{path.name}: {doc['kind']} {doc['metadata']['name']} on {version}: {exc.message}")
+        except kubernetes_validate.ValidationError as exc:  # its message is short; the chained one is pages long
+            where = "/".join(map(str, exc.absolute_path))
+            errors.append(f"{doc['kind']} {doc['metadata']['name']} at {where}: {exc.message}")
+    assert not errors, f"{path.name} on Kubernetes {version}:\n" + "\n".join(errors)
 
 
 def test_k8s_schema_check_catches_a_typo() -> None:

@@ -88,7 +88,7 @@ def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> tuple[Sco
     """Mean scores of model, gray baseline and ground truth; and a before/after grid."""
     model = OnnxColorizer(model_path)
     m, g, t = [], [], []
-    rows = []
+    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for path in files:
         truth = load_eval_image(path)
         gray = gray_baseline(truth)

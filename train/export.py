@@ -38,7 +38,7 @@ def architecture_name(args: ModelArgs) -> str:
 
 def export_onnx(model: ColorizerNet, out: Path, input_size: int, metadata: dict[str, str], opset: int = 17) -> float:
     """Write the ONNX file, run onnx.checker, and return the max |ab| difference ORT vs PyTorch."""
-    model = model.eval().to(memory_format=torch.contiguous_format)
+    model = model.eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     example = torch.rand(2, 1, input_size, input_size) * 100  # (N, 1, S, S)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(

@@ -47,6 +47,8 @@ class InceptionResNetGlobal(nn.Module):
         self.backbone.requires_grad_(False)
         self.backbone.eval()
         self.proj = nn.Sequential(nn.Linear(self.backbone.num_features, out), nn.ReLU(True))
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(self.IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(self.IMAGENET_STD).view(1, 3, 1, 1))
 

@@ -141,7 +141,7 @@ def train(cfg: TrainConfig) -> str:
         annealed_t=cfg.annealed_t,
     )
     model = ColorizerNet(args, torch.from_numpy(centres) if cfg.head == "classification" else None)
-    model = model.to(device, memory_format=torch.channels_last)
+    model = model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, elapsed_before = 0, 0.0

@@ -137,7 +137,7 @@ async def colorize_batch(
     results = await asyncio.gather(*(colorize_bytes(service, b, "png") for b in blobs), return_exceptions=True)
     for name, result in zip(names, results, strict=True):
         if isinstance(result, ApiError):
-            raise ApiError(result.status, result.code, f"{name}: {result.detail}", result.headers)
+            raise ApiError(result.status, result.code, f"{name}: {result.detail}", dict(result.headers or {}))
         if isinstance(result, BaseException):
             raise result
     encoded = [r for r in results if isinstance(r, bytes)]

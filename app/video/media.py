@@ -7,10 +7,12 @@ rotate the result exactly as they rotated the original.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import cast
 
 import av
 import av.error
@@ -20,7 +22,7 @@ from av.audio.frame import AudioFrame
 from av.audio.stream import AudioStream
 from av.container import InputContainer, OutputContainer
 from av.packet import Packet
-from av.sidedata.sidedata import Type as SideDataType
+from av.sidedata.sidedata import SideData
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
@@ -32,6 +34,7 @@ COPY_AUDIO = frozenset({"aac", "mp3", "opus", "flac"})
 # Encoders in order of preference: H.264 plays everywhere; MPEG-4 part 2 is the fallback of last resort.
 VIDEO_ENCODERS = ("libx264", "libopenh264", "mpeg4")
 X264_OPTIONS = {"preset": "fast", "crf": "18"}  # near-transparent; the colour is what the user came for
+MPEG4_BITS_PER_PIXEL = 0.25
 AUDIO_BIT_RATE = 160_000
 AAC_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}  # re-encoded audio keeps these; other channel counts -> stereo
 
@@ -105,11 +108,12 @@ def _rotation(stream: VideoStream, first: VideoFrame) -> int:
 
 def _display_matrix(first: VideoFrame) -> tuple[int, ...] | None:
     """The 3×3 display matrix as nine int32, as FFmpeg stores it."""
-    for side in first.side_data:
-        if side.type == SideDataType.DISPLAYMATRIX:
-            values = np.frombuffer(bytes(side), dtype="<i4")
-            return tuple(int(v) for v in values[:9]) if values.size >= 9 else None
-    return None
+    sides = cast("Mapping[str, SideData]", first.side_data)  # PyAV's stub lists only MOTION_VECTORS
+    side = sides.get("DISPLAYMATRIX")
+    if side is None:
+        return None
+    values = np.frombuffer(bytes(side), dtype="<i4")
+    return tuple(int(v) for v in values[:9]) if values.size >= 9 else None
 
 
 def probe(path: Path) -> VideoInfo:
@@ -188,13 +192,13 @@ class VideoReader:
                 if packet is None:
                     self.done = True
                 elif packet.stream is self.video:
-                    for frame in packet.decode():
+                    for frame in self.video.decode(packet):
                         self._pending.append(Frame(frame.to_ndarray(format="bgr24"), frame.pts))
                 elif self.copy_audio:
                     if packet.size and packet.dts is not None:
                         audio.append(packet)
-                else:
-                    audio.extend(packet.decode())
+                elif self.audio is not None:
+                    audio.extend(self.audio.decode(packet))
         except av.error.FFmpegError as exc:
             raise InvalidMedia(f"the video could not be decoded ({_reason(exc)})") from exc
         frames, self._pending = self._pending[:count], self._pending[count:]
@@ -219,13 +223,13 @@ class VideoWriter:
         src = reader.video
         self.time_base = src.time_base or Fraction(1, 90_000)
         options = X264_OPTIONS if self.encoder == "libx264" else {}
-        self.video = self.container.add_stream(self.encoder, rate=info.fps, options=options)
+        self.video = cast(VideoStream, self.container.add_stream(self.encoder, rate=info.fps, options=options))
         self.video.width, self.video.height = info.width + info.width % 2, info.height + info.height % 2
         self.video.pix_fmt = "yuv420p"  # 4:2:0 needs even sides: odd ones get one replicated row or column
         self.video.time_base = self.time_base
         self.video.codec_context.time_base = self.time_base
-        if self.encoder == "mpeg4":
-            self.video.codec_context.qscale = 3  # type: ignore[attr-defined]
+        if self.encoder == "mpeg4":  # no constant-quality mode worth the name: a generous bit rate instead
+            self.video.bit_rate = int(info.width * info.height * float(info.fps) * MPEG4_BITS_PER_PIXEL)
         if info.matrix is not None:
             self.video.set_display_matrix(info.matrix)
         self._fps = info.fps
@@ -238,7 +242,7 @@ class VideoWriter:
                 self.audio = self.container.add_stream_from_template(reader.audio)
             else:
                 ctx = reader.audio.codec_context
-                self.audio = self.container.add_stream("aac", rate=ctx.sample_rate)
+                self.audio = cast(AudioStream, self.container.add_stream("aac", rate=ctx.sample_rate))
                 channels = len(ctx.layout.channels)
                 self.audio.layout = AAC_LAYOUTS.get(channels, "stereo")
                 self.audio.bit_rate = AUDIO_BIT_RATE

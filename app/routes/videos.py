@@ -1,0 +1,49 @@
+"""Video jobs over HTTP: POST /videos, GET /videos/{id}, GET /videos/{id}/result, DELETE /videos/{id}."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Request, Response, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+
+from app.auth import check_api_key
+from app.video.jobs import JobManager
+
+router = APIRouter(prefix="/videos", tags=["videos"], dependencies=[Depends(check_api_key)])
+
+
+def get_jobs(request: Request) -> JobManager:
+    jobs: JobManager = request.app.state.video_jobs
+    return jobs
+
+
+Jobs = Annotated[JobManager, Depends(get_jobs)]
+
+
+@router.post("", status_code=202, summary="Queue a video (multipart field `file`); poll status_url until done")
+async def submit(file: Annotated[UploadFile, File(description="the video")], jobs: Jobs) -> JSONResponse:
+    state = await jobs.submit(file.file, file.filename, file.size)
+    url = f"/videos/{state.id}"
+    return JSONResponse({"id": state.id, "status_url": url}, 202, {"Location": url})
+
+
+@router.get("/{job_id}", summary="A video job's status and progress")
+async def status(job_id: str, jobs: Jobs) -> dict[str, Any]:
+    return (await jobs.status(job_id)).public()
+
+
+@router.get(
+    "/{job_id}/result",
+    responses={200: {"content": {"video/mp4": {}}}},
+    summary="The colourised video (MP4) once the job is done; 409 before",
+)
+async def result(job_id: str, jobs: Jobs) -> FileResponse:
+    path = await jobs.result(job_id)
+    return FileResponse(path, media_type="video/mp4", filename=f"colorized-{job_id[:8]}.mp4")
+
+
+@router.delete("/{job_id}", status_code=204, summary="Cancel a video job and delete its files")
+async def delete(job_id: str, jobs: Jobs) -> Response:
+    await jobs.delete(job_id)
+    return Response(status_code=204)

@@ -1,0 +1,467 @@
+"""Video jobs: admitted by POST /videos, run as asyncio tasks owned by the JobManager (never by a request),
+their state kept in files (app/video/store.py) so that any replica sharing ``video_dir`` can answer for them.
+
+Frames go through the service's batcher at Priority.BULK, one chunk (up to 16 frames) in flight per job, so
+interactive images are served first in every batch. Decoding and encoding run on the manager's own threads;
+the next chunk is decoded while the model works on the current one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any, BinaryIO, TypeVar
+
+import numpy as np
+
+from app.batcher import Priority
+from app.errors import ApiError, overloaded
+from app.service import Service
+from app.video.media import (
+    VIDEO_SUFFIXES,
+    InvalidMedia,
+    MediaError,
+    UnsupportedMedia,
+    VideoInfo,
+    VideoReader,
+    VideoWriter,
+    probe,
+)
+from app.video.process import Chunk, chunk_frames, read_chunk, write_chunk
+from app.video.store import STATUSES, JobState, JobStore, QuotaExceeded
+from app.video.temporal import DEFAULT_SCENE_CUT, DEFAULT_SMOOTHING, TemporalSmoother
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_WORKERS = 1  # jobs decoding/encoding at once per replica; the others wait as "queued"
+HOUSEKEEPING_S = 1.0  # how often cancel markers of this replica's jobs are polled
+HEARTBEAT_S = 30.0  # a running or queued job's status.json is refreshed at least this often
+STALE_S = 300.0  # an active job not refreshed for this long belongs to a replica that died
+UPLOAD_GRACE_S = 900.0  # a job directory without status.json this old is an abandoned upload
+DELETE_WAIT_S = 30.0  # a DELETE waits this long for its job to stop before answering
+
+
+class JobCancelled(Exception):
+    """The job was deleted, or the server is shutting down."""
+
+
+@dataclass
+class _Job:
+    state: JobState
+    info: VideoInfo
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str = ""  # "deleted" or "shutdown", once cancelled
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+
+def _not_found(job_id: str) -> ApiError:
+    return ApiError(
+        404, "video_not_found", f"there is no video job {job_id[:64]!r}; it may have expired or been deleted"
+    )
+
+
+def _setting(service: Service, name: str, default: T) -> T:
+    """Temporary bridge until Settings has the video_smoothing/video_scene_cut/video_workers fields."""
+    value: T = getattr(service.settings, name, default)
+    return value
+
+
+class JobManager:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.settings = service.settings
+        self.store = JobStore(service.settings.video_dir)
+        self.smoothing = float(_setting(service, "video_smoothing", DEFAULT_SMOOTHING))
+        self.scene_cut = float(_setting(service, "video_scene_cut", DEFAULT_SCENE_CUT))
+        workers = int(_setting(service, "video_workers", DEFAULT_WORKERS))
+        TemporalSmoother(self.smoothing, self.scene_cut)  # fail at start-up on bad values, not in the first job
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._jobs: dict[str, _Job] = {}
+        self._admitting = 0
+        self._slots = asyncio.Semaphore(workers)
+        # Own threads, so video decode/encode never queues image requests behind it in the pipeline pool.
+        self._executor = ThreadPoolExecutor(max_workers=2 * workers, thread_name_prefix="video")
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.store.ensure_root)
+        self._publish()
+        self._housekeeping = asyncio.create_task(self._housekeep(), name="video-housekeeping")
+
+    async def stop(self) -> None:
+        """Stop every job this replica runs (they fail with a sentence), then the housekeeping."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            await asyncio.gather(self._housekeeping, return_exceptions=True)
+        running = [job for job in self._jobs.values() if job.active]
+        for job in running:
+            job.reason = job.reason or "shutdown"
+            job.cancel.set()
+        await asyncio.gather(*(job.task for job in running if job.task), return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    # -- the routes' operations -----------------------------------------------------------------------
+
+    async def submit(self, source: BinaryIO, filename: str | None, size: int | None) -> JobState:
+        """Admit an upload: limits, quota, probe; then queue it. Raises ApiError with a sentence."""
+        s = self.settings
+        if self.service.draining:
+            raise ApiError(503, "draining", "the server is shutting down; send the video again", {"Retry-After": "5"})
+        _ = self.service.model  # 503 while the model is still loading
+        active = sum(job.active for job in self._jobs.values()) + self._admitting
+        if active >= s.max_video_jobs:
+            raise overloaded(
+                f"{active} videos are already queued or running here; the limit is {s.max_video_jobs} "
+                "(COLORIZER_MAX_VIDEO_JOBS); try again when one has finished",
+                retry_after_s=30,
+            )
+        if size is not None and size > s.video_quota_bytes:
+            raise _too_big_for_store(size, s.video_quota_bytes)
+        self._admitting += 1
+        try:
+            job_id = await asyncio.to_thread(self.store.create)
+            try:
+                info = await self._admit(job_id, source, _suffix(filename))
+            except BaseException:
+                await asyncio.to_thread(self.store.remove, job_id)
+                raise
+            state = JobState(job_id, "queued", frames_total=info.frames, owner=self.owner)
+            await asyncio.to_thread(self.store.write, state)
+            job = _Job(state, info)
+            self._jobs[job_id] = job
+            job.task = asyncio.create_task(self._run(job), name=f"video-{job_id}")
+        finally:
+            self._admitting -= 1
+        self._publish()
+        log.info(
+            "video job %s queued: %d frames of %dx%d at %s fps, audio %s",
+            job_id,
+            info.frames,
+            info.width,
+            info.height,
+            info.fps,
+            info.audio_codec or "none",
+        )
+        return state
+
+    async def _admit(self, job_id: str, source: BinaryIO, suffix: str) -> VideoInfo:
+        s = self.settings
+        try:
+            written = await asyncio.to_thread(self.store.save_upload, job_id, source, suffix, s.video_quota_bytes)
+        except QuotaExceeded as exc:
+            raise ApiError(
+                507,
+                "insufficient_storage",
+                f"the video store is full ({exc}); the quota is {s.video_quota_bytes / 1e6:.0f} MB "
+                "(COLORIZER_VIDEO_QUOTA_BYTES); try again once finished videos have expired",
+                {"Retry-After": "60"},
+            ) from exc
+        if written == 0:
+            raise ApiError(400, "empty_upload", "the uploaded file is empty")
+        path = self.store.input_path(job_id)
+        assert path is not None
+        try:
+            info = await asyncio.to_thread(probe, path)
+        except InvalidMedia as exc:
+            raise ApiError(400, "invalid_video", f"{exc}; send an MP4, MOV, MKV, AVI or WebM video") from exc
+        except UnsupportedMedia as exc:
+            raise ApiError(415, "unsupported_video", str(exc)) from exc
+        if info.frames > s.max_video_frames:
+            raise ApiError(
+                413,
+                "too_many_frames",
+                f"the video has {info.frames} frames; the limit is {s.max_video_frames} (COLORIZER_MAX_VIDEO_FRAMES)",
+            )
+        if info.width * info.height > s.max_pixels:
+            raise ApiError(
+                413,
+                "too_many_pixels",
+                f"video frames are {info.width}×{info.height}; the limit is {s.max_pixels / 1e6:.1f} Mpx a frame "
+                "(COLORIZER_MAX_PIXELS)",
+            )
+        return info
+
+    async def status(self, job_id: str) -> JobState:
+        state = await asyncio.to_thread(self.store.read, job_id)
+        if state is None:
+            raise _not_found(job_id)
+        return state
+
+    async def result(self, job_id: str) -> str:
+        """The path of a finished result; 409 while the job is not done."""
+        state = await self.status(job_id)
+        if state.status == "failed":
+            raise ApiError(409, "video_failed", f"the video job failed, so there is no result: {state.error}")
+        if state.status != "done":
+            raise ApiError(
+                409,
+                "video_not_ready",
+                f"the video is still {state.status} ({state.progress:.0%} done); "
+                f"poll /videos/{job_id} until its status is done",
+                {"Retry-After": "2"},
+            )
+        path = self.store.result_path(job_id)
+        if not await asyncio.to_thread(path.is_file):
+            raise _not_found(job_id)
+        return str(path)
+
+    async def delete(self, job_id: str) -> None:
+        """Cancel the job if it runs, and remove its files (or have its owner remove them)."""
+        state = await self.status(job_id)
+        job = self._jobs.get(job_id)
+        if job is not None and job.active and job.task is not None:
+            job.reason = "deleted"
+            job.cancel.set()
+            await asyncio.to_thread(self.store.request_cancel, job_id)  # answer 404 at once, everywhere
+            await asyncio.wait([job.task], timeout=DELETE_WAIT_S)
+        elif state.status in ("queued", "running") and time.time() - state.updated < STALE_S:
+            await asyncio.to_thread(self.store.request_cancel, job_id)  # its owner polls for this
+            log.info("video job %s runs on %s; asked it to cancel", job_id, state.owner)
+            return
+        await asyncio.to_thread(self.store.remove, job_id)
+        self._jobs.pop(job_id, None)
+        self._publish()
+        log.info("video job %s deleted", job_id)
+
+    # -- running a job --------------------------------------------------------------------------------
+
+    async def _run(self, job: _Job) -> None:
+        job_id, state = job.state.id, job.state
+        try:
+            await self._interruptible(job, self._slots.acquire())
+            try:
+                self._check_cancel(job)
+                state.status = "running"
+                await asyncio.to_thread(self.store.write, state)
+                self._publish()
+                started = time.monotonic()
+                await self._process(job)
+            finally:
+                self._slots.release()
+            state.status, state.finished = "done", time.time()
+            state.frames_total = state.frames_done
+            await asyncio.to_thread(self.store.write, state)
+            log.info("video job %s done: %d frames in %.1f s", job_id, state.frames_done, time.monotonic() - started)
+        except JobCancelled:
+            if job.reason == "deleted":
+                await asyncio.to_thread(self.store.remove, job_id)
+                self._jobs.pop(job_id, None)
+                log.info("video job %s cancelled and removed", job_id)
+            else:
+                await self._fail(job, "the server shut down before the video was finished; send it again")
+        except MediaError as exc:
+            await self._fail(job, f"{exc}")
+        except ApiError as exc:
+            await self._fail(job, exc.detail)
+        except Exception:
+            log.exception("video job %s failed", job_id)
+            await self._fail(job, "the video could not be colourised because of a server error; it has been logged")
+        finally:
+            self._publish()
+
+    async def _fail(self, job: _Job, error: str) -> None:
+        state = job.state
+        state.status, state.error, state.finished = "failed", error, time.time()
+        log.warning("video job %s failed: %s", state.id, error)
+        await asyncio.to_thread(self._discard_files, state.id)
+        await asyncio.to_thread(self.store.write, state)
+
+    def _discard_files(self, job_id: str) -> None:
+        """A failed job keeps only its status.json (for GET) until the TTL sweep."""
+        for path in (self.store.input_path(job_id), self.store.partial_path(job_id)):
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+    async def _process(self, job: _Job) -> None:
+        info, state = job.info, job.state
+        source = self.store.input_path(state.id)
+        if source is None:
+            raise InvalidMedia("the uploaded file is gone")
+        partial = self.store.partial_path(state.id)
+        size = self.service.model.info.input_size
+        count = chunk_frames(info.width, info.height)
+        smoother = TemporalSmoother(self.smoothing, self.scene_cut)
+        reader = await self._io(VideoReader, source)
+        writer: VideoWriter | None = None
+        ahead: list[asyncio.Future[Chunk]] = []  # at most one: the chunk being decoded in a thread
+
+        def read_ahead() -> asyncio.Future[Chunk]:
+            return asyncio.ensure_future(self._io(read_chunk, reader, count, size, info.rotation))
+
+        try:
+            writer = await self._io(VideoWriter, partial, reader, info)
+            ahead.append(read_ahead())
+            while True:
+                chunk = await ahead.pop()
+                if len(chunk):  # decode the next chunk while the model works on this one
+                    ahead.append(read_ahead())
+                    ab = await self._interruptible(job, self._infer(state.id, chunk))  # (N, 2, h, w)
+                else:
+                    ab = np.zeros((0, 2, 1, 1), np.float32)
+                await self._io(write_chunk, writer, chunk, ab, smoother, info.rotation)
+                if not len(chunk):
+                    break
+                state.frames_done += len(chunk)
+                state.frames_total = max(state.frames_total, state.frames_done)
+                self.service.metrics.video_frames.inc(len(chunk))
+                await self._checkpoint(job)
+            await self._io(writer.close)
+            writer = None
+            await asyncio.to_thread(partial.replace, self.store.result_path(state.id))
+        finally:
+            if ahead:
+                await asyncio.wait(ahead)  # the reader may still be decoding in a thread
+            if writer is not None:
+                await self._io(writer.abort)
+            await self._io(reader.close)
+        if smoother.cuts:
+            log.info("video job %s: %d scene cuts", state.id, smoother.cuts)
+
+    async def _infer(self, job_id: str, chunk: Chunk) -> np.ndarray:
+        request_id = f"video-{job_id[:12]}"
+        outputs = await asyncio.gather(
+            *(self.service.infer(small, request_id, Priority.BULK) for small in chunk.model_l)
+        )
+        return np.stack(outputs)
+
+    async def _checkpoint(self, job: _Job) -> None:
+        """Between chunks: publish progress, honour a DELETE from another replica, keep within limits."""
+        s, state = self.settings, job.state
+        if state.frames_done > s.max_video_frames:
+            raise InvalidMedia(f"the video has more than {s.max_video_frames} frames (COLORIZER_MAX_VIDEO_FRAMES)")
+        cancel, usage = await asyncio.to_thread(self._write_progress, state)
+        if cancel:
+            job.reason = "deleted"
+            job.cancel.set()
+        self._check_cancel(job)
+        if usage > s.video_quota_bytes:
+            raise InvalidMedia(
+                "the video store ran out of room while writing the result (COLORIZER_VIDEO_QUOTA_BYTES); "
+                "try again later"
+            )
+
+    def _write_progress(self, state: JobState) -> tuple[bool, int]:
+        self.store.write(state)
+        return self.store.cancel_requested(state.id), self.store.usage()
+
+    @staticmethod
+    def _check_cancel(job: _Job) -> None:
+        if job.cancel.is_set():
+            raise JobCancelled(job.reason)
+
+    async def _interruptible(self, job: _Job, awaitable: Awaitable[T]) -> T:
+        """Await, but give up (cancelling the awaitable) as soon as the job is cancelled."""
+        task = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(job.cancel.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise JobCancelled(job.reason)
+        return task.result()
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # -- housekeeping ---------------------------------------------------------------------------------
+
+    async def _housekeep(self) -> None:
+        """Poll cancel markers of this replica's jobs every second; sweep expired and orphaned jobs."""
+        ttl = self.settings.video_ttl_s
+        sweep_every = min(60.0, max(HOUSEKEEPING_S, ttl / 2))
+        last_sweep = last_beat = 0.0
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            try:
+                active = [job for job in self._jobs.values() if job.active and not job.cancel.is_set()]
+                for job in active:
+                    if await asyncio.to_thread(self.store.cancel_requested, job.state.id):
+                        job.reason = "deleted"
+                        job.cancel.set()
+                now = time.monotonic()
+                if now - last_beat >= HEARTBEAT_S:
+                    last_beat = now
+                    for job in active:
+                        if job.state.status == "queued":
+                            await asyncio.to_thread(self.store.write, job.state)
+                if now - last_sweep >= sweep_every:
+                    last_sweep = now
+                    removed = await asyncio.to_thread(self._sweep, {job.state.id for job in active}, ttl)
+                    for job_id in removed:
+                        self._jobs.pop(job_id, None)
+                    self._publish()
+            except Exception:
+                log.exception("video housekeeping failed; retrying")
+
+    def _sweep(self, active: set[str], ttl: float) -> list[str]:
+        """Remove results past their TTL, cancelled jobs whose owner is gone, and abandoned uploads; fail
+        jobs whose replica stopped refreshing them. Returns the ids removed."""
+        now = time.time()
+        removed: list[str] = []
+        for job_id in self.store.job_ids():
+            if job_id in active:
+                continue
+            state = self.store.read(job_id, include_cancelled=True)
+            cancelled = self.store.cancel_requested(job_id)
+            if state is None:
+                if self.store.age(job_id) > UPLOAD_GRACE_S:
+                    removed.append(self._forget(job_id, "abandoned upload"))
+                continue
+            fresh = now - state.updated < STALE_S
+            if state.status in ("queued", "running"):
+                if cancelled and not fresh:
+                    removed.append(self._forget(job_id, "cancelled, its replica gone"))
+                elif not fresh:
+                    state.status, state.finished = "failed", now
+                    state.error = "the server processing this video stopped before it was finished; send it again"
+                    self._discard_files(job_id)
+                    self.store.write(state)
+                    log.warning("video job %s: replica %s stopped refreshing it", job_id, state.owner)
+            elif cancelled or now - (state.finished or state.updated) > ttl:
+                removed.append(self._forget(job_id, "deleted" if cancelled else "expired"))
+        return removed
+
+    def _forget(self, job_id: str, why: str) -> str:
+        self.store.remove(job_id)
+        log.info("video job %s removed: %s", job_id, why)
+        return job_id
+
+    def _publish(self) -> None:
+        """This replica's jobs by status, for /metrics (sum over replicas for the whole fleet)."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for job in list(self._jobs.values()):
+            counts[job.state.status] += 1
+        for status, n in counts.items():
+            self.service.metrics.video_jobs.labels(status).set(n)
+
+
+def _suffix(filename: str | None) -> str:
+    suffix = PurePath((filename or "").replace("\\", "/")).suffix.lower()
+    return suffix if suffix in VIDEO_SUFFIXES else ".bin"
+
+
+def _too_big_for_store(size: int, quota: int) -> ApiError:
+    return ApiError(
+        413,
+        "video_too_large",
+        f"the video is {size / 1e6:.1f} MB; the video store holds at most {quota / 1e6:.1f} MB "
+        "(COLORIZER_VIDEO_QUOTA_BYTES)",
+    )

@@ -1,0 +1,188 @@
+"""Video job state as files, so every replica that shares ``video_dir`` can answer for every job.
+
+    <video_dir>/<id>/status.json   the public state, replaced atomically (write a temp file, then rename)
+    <video_dir>/<id>/input<.ext>   the upload
+    <video_dir>/<id>/result.mp4    the colourised video, renamed into place only when complete
+    <video_dir>/<id>/cancel        written by a DELETE that reached a replica not running the job
+
+Directories are 0700 and files 0600: uploads are other people's videos.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+log = logging.getLogger(__name__)
+
+Status = Literal["queued", "running", "done", "failed"]
+STATUSES: tuple[Status, ...] = ("queued", "running", "done", "failed")
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+STATUS_FILE, RESULT_FILE, CANCEL_FILE = "status.json", "result.mp4", "cancel"
+PARTIAL_RESULT = "result.partial.mp4"
+COPY_CHUNK = 1024 * 1024
+
+
+class QuotaExceeded(Exception):
+    """Writing would take the store past its quota."""
+
+
+@dataclass
+class JobState:
+    id: str
+    status: Status = "queued"
+    frames_total: int = 0
+    frames_done: int = 0
+    error: str | None = None
+    owner: str = ""  # the replica running the job
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    @property
+    def progress(self) -> float:
+        if self.status == "done":
+            return 1.0
+        return min(1.0, self.frames_done / self.frames_total) if self.frames_total else 0.0
+
+    def public(self) -> dict[str, Any]:
+        """The contract's fields (docs/VIDEO.md), nothing internal."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "progress": round(self.progress, 4),
+            "frames_done": self.frames_done,
+            "frames_total": self.frames_total,
+            "error": self.error,
+        }
+
+
+def valid_id(job_id: str) -> bool:
+    return bool(_JOB_ID.match(job_id))
+
+
+def _private_write(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+class JobStore:
+    """Blocking file operations; callers run them off the event loop."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def ensure_root(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def create(self) -> str:
+        """A new job directory (0700) with a fresh id."""
+        self.ensure_root()
+        job_id = uuid.uuid4().hex
+        (self.root / job_id).mkdir(mode=0o700)
+        return job_id
+
+    def dir(self, job_id: str) -> Path:
+        if not valid_id(job_id):
+            raise ValueError(f"not a job id: {job_id!r}")
+        return self.root / job_id
+
+    def input_path(self, job_id: str) -> Path | None:
+        found = sorted(self.dir(job_id).glob("input*"))
+        return found[0] if found else None
+
+    def result_path(self, job_id: str) -> Path:
+        return self.dir(job_id) / RESULT_FILE
+
+    def partial_path(self, job_id: str) -> Path:
+        return self.dir(job_id) / PARTIAL_RESULT
+
+    def save_upload(self, job_id: str, source: BinaryIO, suffix: str, quota: int) -> int:
+        """Copy the upload into the job (0600); raises QuotaExceeded (and removes it) past the quota."""
+        room = quota - self.usage()
+        target = self.dir(job_id) / f"input{suffix}"
+        written = 0
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            while block := source.read(COPY_CHUNK):
+                written += len(block)
+                if written > room:
+                    break
+                out.write(block)
+        if written > room:
+            target.unlink(missing_ok=True)
+            raise QuotaExceeded(f"{written} bytes with {max(room, 0)} left")
+        return written
+
+    def write(self, state: JobState) -> None:
+        """Replace status.json atomically: readers see the old state or the new one, never half of one."""
+        state.updated = time.time()
+        final = self.dir(state.id) / STATUS_FILE
+        temp = final.with_name(f".{STATUS_FILE}.{uuid.uuid4().hex[:8]}")
+        try:
+            _private_write(temp, json.dumps(asdict(state)).encode())
+            os.replace(temp, final)
+        except FileNotFoundError:
+            log.debug("job %s was removed while its status was being written", state.id)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def read(self, job_id: str, include_cancelled: bool = False) -> JobState | None:
+        """The job's state, or None when it is unknown, removed, or (unless asked for) being cancelled."""
+        if not valid_id(job_id):
+            return None
+        job = self.dir(job_id)
+        try:
+            if not include_cancelled and (job / CANCEL_FILE).exists():
+                return None
+            raw = json.loads((job / STATUS_FILE).read_bytes())
+            return JobState(**raw)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (ValueError, TypeError):
+            log.warning("job %s has an unreadable status file", job_id)
+            return None
+
+    def request_cancel(self, job_id: str) -> None:
+        with contextlib.suppress(FileExistsError):
+            _private_write(self.dir(job_id) / CANCEL_FILE, b"")
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return (self.dir(job_id) / CANCEL_FILE).exists()
+
+    def remove(self, job_id: str) -> None:
+        shutil.rmtree(self.dir(job_id), ignore_errors=True)
+
+    def job_ids(self) -> list[str]:
+        try:
+            return [p.name for p in self.root.iterdir() if valid_id(p.name)]
+        except FileNotFoundError:
+            return []
+
+    def usage(self) -> int:
+        """Bytes of everything under the store (uploads, results, partial results)."""
+        total = 0
+        for dirpath, _, files in os.walk(self.root):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(dirpath, name)).st_size
+                except FileNotFoundError:
+                    continue
+        return total
+
+    def age(self, job_id: str) -> float:
+        """Seconds since the job directory (or its cancel marker) last changed."""
+        try:
+            return time.time() - self.dir(job_id).stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
