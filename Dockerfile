@@ -69,6 +69,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     COLORIZER_MODEL_PATH=/opt/colorizer/models/colorizer.onnx \
     COLORIZER_VIDEO_DIR=/var/lib/colorizer/videos \
+    COLORIZER_HOST=0.0.0.0 \
     COLORIZER_PROVIDERS=cpu
 # A fixed numeric uid, so Kubernetes' runAsNonRoot can check it and volumes can be chowned to it.
 RUN groupadd --system --gid 10001 colorizer \
@@ -85,10 +86,10 @@ EXPOSE 8000
 # the image has no curl; urlopen raises on any non-2xx answer, which makes the check fail.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"]
-# uvicorn runs as PID 1 (exec form) and so receives SIGTERM itself: the app turns /readyz to 503 and
-# drains in-flight work (COLORIZER_DRAIN_TIMEOUT_S) before exiting.
+# `colorizer serve` (uvicorn inside) runs as PID 1 (exec form) and so receives SIGTERM itself: the app turns
+# /readyz to 503 and drains in-flight work, bounded by COLORIZER_DRAIN_TIMEOUT_S, before exiting.
 STOPSIGNAL SIGTERM
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["colorizer", "serve"]
 
 
 # ---- gpu (default): runtime on CUDA 13 + cuDNN 9 ---------------------------------------------------
@@ -102,6 +103,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     COLORIZER_MODEL_PATH=/opt/colorizer/models/colorizer.onnx \
     COLORIZER_VIDEO_DIR=/var/lib/colorizer/videos \
+    COLORIZER_HOST=0.0.0.0 \
     COLORIZER_PROVIDERS=cuda,cpu
 RUN groupadd --system --gid 10001 colorizer \
  && useradd --system --uid 10001 --gid colorizer --no-create-home --shell /usr/sbin/nologin colorizer \
@@ -115,4 +117,4 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"]
 STOPSIGNAL SIGTERM
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["colorizer", "serve"]

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch is pinned to the build this project trains with; a bare `torch` would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: serve test lint setup setup-dev browser
+.PHONY: serve test lint setup setup-dev system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,13 @@ setup-dev: $(VENV)/.dev
 serve: setup
 	COLORIZER_HOST=$${COLORIZER_HOST:-0.0.0.0} $(BIN)/colorizer serve
 
-## the browser test drives Debian's Chromium; install it when missing (needs root or sudo)
-browser:
-	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; } \
-	  || { sudo apt-get update -q && sudo apt-get install -y -q chromium; }
+## Debian packages the tests use, installed when missing (needs root or sudo):
+## chromium for the browser test, prometheus for promtool (checks the Prometheus config and dashboard queries)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	  if [ -n "$$missing" ]; then $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $$missing; fi
 
 lint: setup-dev
 	$(BIN)/ruff check .
@@ -38,5 +41,5 @@ lint: setup-dev
 	$(BIN)/mypy train
 
 ## set up everything and run every check and test
-test: setup-dev browser lint
+test: setup-dev system-deps lint
 	$(BIN)/python -m pytest -q

@@ -156,7 +156,7 @@ def test_dockerfile_runtime_stages() -> None:
         assert re.search(r"(?m)^STOPSIGNAL SIGTERM$", stage), name
         cmd = re.search(r"(?m)^CMD (.+)$", stage)
         assert cmd, f"{name}: no CMD"
-        assert json.loads(cmd.group(1))[:2] == ["uvicorn", "app.main:app"], f"{name}: CMD must be exec form"
+        assert json.loads(cmd.group(1)) == ["colorizer", "serve"], f"{name}: CMD must be exec form, running the service"
         assert "COPY models/colorizer.onnx" in stage, f"{name}: the default model must be baked in"
         assert "COLORIZER_MODEL_PATH=" in stage, f"{name}: the model path must not depend on where app/ is installed"
     for line in dockerfile_instructions():

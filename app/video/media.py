@@ -7,6 +7,7 @@ rotate the result exactly as they rotated the original.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -219,6 +220,7 @@ class VideoWriter:
 
     def __init__(self, path: Path, reader: VideoReader, info: VideoInfo) -> None:
         self.encoder = pick_encoder()
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))  # private before FFmpeg writes
         self.container: OutputContainer = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
         src = reader.video
         self.time_base = src.time_base or Fraction(1, 90_000)
