@@ -6,11 +6,12 @@ import asyncio
 import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import Server, gray_png
+from tests.conftest import Server, gray_png, launch
 
 
 def metric(text: str, name: str) -> float:
@@ -124,3 +125,14 @@ def test_sigterm_drains_without_losing_accepted_requests(start_server: Callable[
     assert server.process.wait(60) in (0, -15)
     assert time.monotonic() - started < 60
     assert "SIGTERM: draining" in server.log()
+
+
+def test_require_gpu_refuses_to_start_on_cpu(tmp_path: Path) -> None:
+    """No silent CPU fallback: with COLORIZER_REQUIRE_GPU the process exits and says why."""
+    with pytest.raises(RuntimeError, match="COLORIZER_REQUIRE_GPU is true"):
+        launch(tmp_path, {"COLORIZER_REQUIRE_GPU": "true", "COLORIZER_PROVIDERS": "cuda,cpu"})
+
+
+def test_bad_settings_fail_fast_with_a_message(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="COLORIZER_PROVIDERS must list cuda and/or cpu"):
+        launch(tmp_path, {"COLORIZER_PROVIDERS": "tpu"})

@@ -194,7 +194,8 @@ def test_video_job_end_to_end(start_server: Callable[..., Server], tmp_path: Pat
         assert_error(client.get(job["status_url"]), 404, "video_not_found")
         assert not job_dir.exists()
         assert_error(client.get("/videos/0123456789abcdef0123456789abcdef/result"), 404, "video_not_found")
-        assert_error(client.delete("/videos/..%2F..%2Fetc"), 404, "video_not_found")
+        assert_error(client.delete("/videos/not-a-job"), 404, "video_not_found")
+        assert client.get("/videos/..%2F..%2Fetc%2Fpasswd/result").status_code == 404
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,7 @@ HEARTBEAT_S = 30.0  # a running or queued job's status.json is refreshed at leas
 STALE_S = 300.0  # an active job not refreshed for this long belongs to a replica that died
 UPLOAD_GRACE_S = 900.0  # a job directory without status.json this old is an abandoned upload
 DELETE_WAIT_S = 30.0  # a DELETE waits this long for its job to stop before answering
+VIDEO_NICE = 10  # decode/encode threads run at this nice value, below image requests (0)
 
 
 class JobCancelled(Exception):
@@ -93,7 +95,9 @@ class JobManager:
         self._admitting = 0
         self._slots = asyncio.Semaphore(workers)
         # Own threads, so video decode/encode never queues image requests behind it in the pipeline pool.
-        self._executor = ThreadPoolExecutor(max_workers=2 * workers, thread_name_prefix="video")
+        self._executor = ThreadPoolExecutor(
+            max_workers=2 * workers, thread_name_prefix="video", initializer=_lower_thread_priority
+        )
         self._housekeeping: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -288,6 +292,7 @@ class JobManager:
                 path.unlink(missing_ok=True)
 
     async def _process(self, job: _Job) -> None:
+        """Three stages overlap: decode chunk k+1 and encode chunk k-1 (threads) while the model runs chunk k."""
         info, state = job.info, job.state
         source = self.store.input_path(state.id)
         if source is None:
@@ -298,34 +303,37 @@ class JobManager:
         smoother = TemporalSmoother(self.smoothing, self.scene_cut)
         reader = await self._io(VideoReader, source)
         writer: VideoWriter | None = None
-        ahead: list[asyncio.Future[Chunk]] = []  # at most one: the chunk being decoded in a thread
+        threads: list[asyncio.Future[Any]] = []  # thread work to finish before the files are closed
 
-        def read_ahead() -> asyncio.Future[Chunk]:
-            return asyncio.ensure_future(self._io(read_chunk, reader, count, size, info.rotation))
+        def in_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+            future = asyncio.ensure_future(self._io(fn, *args))
+            threads[:] = [f for f in threads if not f.done()] + [future]
+            return future
 
         try:
             writer = await self._io(VideoWriter, partial, reader, info)
-            ahead.append(read_ahead())
+            reading = in_thread(read_chunk, reader, count, size, info.rotation)
+            writing: asyncio.Future[None] | None = None
+            being_written = 0
             while True:
-                chunk = await ahead.pop()
-                if len(chunk):  # decode the next chunk while the model works on this one
-                    ahead.append(read_ahead())
+                chunk = await reading
+                if len(chunk):
+                    reading = in_thread(read_chunk, reader, count, size, info.rotation)
                     ab = await self._interruptible(job, self._infer(state.id, chunk))  # (N, 2, h, w)
                 else:
                     ab = np.zeros((0, 2, 1, 1), np.float32)
-                await self._io(write_chunk, writer, chunk, ab, smoother, info.rotation)
+                if writing is not None:
+                    await writing
+                    await self._advance(job, being_written)
+                writing, being_written = in_thread(write_chunk, writer, chunk, ab, smoother, info.rotation), len(chunk)
                 if not len(chunk):
                     break
-                state.frames_done += len(chunk)
-                state.frames_total = max(state.frames_total, state.frames_done)
-                self.service.metrics.video_frames.inc(len(chunk))
-                await self._checkpoint(job)
+            await writing
             await self._io(writer.close)
             writer = None
             await asyncio.to_thread(partial.replace, self.store.result_path(state.id))
         finally:
-            if ahead:
-                await asyncio.wait(ahead)  # the reader may still be decoding in a thread
+            await asyncio.gather(*threads, return_exceptions=True)  # PyAV objects are closed only when idle
             if writer is not None:
                 await self._io(writer.abort)
             await self._io(reader.close)
@@ -338,6 +346,13 @@ class JobManager:
             *(self.service.infer(small, request_id, Priority.BULK) for small in chunk.model_l)
         )
         return np.stack(outputs)
+
+    async def _advance(self, job: _Job, frames: int) -> None:
+        state = job.state
+        state.frames_done += frames
+        state.frames_total = max(state.frames_total, state.frames_done)
+        self.service.metrics.video_frames.inc(frames)
+        await self._checkpoint(job)
 
     async def _checkpoint(self, job: _Job) -> None:
         """Between chunks: publish progress, honour a DELETE from another replica, keep within limits."""
@@ -451,6 +466,15 @@ class JobManager:
             counts[job.state.status] += 1
         for status, n in counts.items():
             self.service.metrics.video_jobs.labels(status).set(n)
+
+
+def _lower_thread_priority() -> None:
+    """Video threads (and the encoder threads they start) yield the CPU to image requests: on Linux the
+    nice value is per thread and inherited by threads created from it."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), VIDEO_NICE)
+    except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
+        log.debug("could not lower the priority of a video thread", exc_info=True)
 
 
 def _suffix(filename: str | None) -> str:

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 DEFAULT_SMOOTHING = 0.7  # weight of the past in the moving average; 0 turns smoothing off (docs/VIDEO.md)
-DEFAULT_SCENE_CUT = 14.0  # mean |ΔL| between consecutive model-size frames (L units) that counts as a cut
+DEFAULT_SCENE_CUT = 12.0  # mean |ΔL| between consecutive model-size frames (L units) that counts as a cut
 MOTION_L = 8.0  # a pixel whose L changed by this much (or more) ignores its history
 STABLE_L = 2.0  # the flicker measure looks only at pixels whose L changed less than this
 

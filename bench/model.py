@@ -1,0 +1,235 @@
+"""The model alone in ONNX Runtime: throughput and latency by batch size and intra-op threads, fp32 against int8
+side by side in one process, achieved GFLOP/s against the CPU's peak, and the fp16 conversion (for GPUs)
+checked for correctness on the CPU.
+
+    .venv/bin/python -m bench.model                  # full run (~2 min)
+    .venv/bin/python -m bench.model --quick          # seconds: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from bench.common import INT8_MODEL, MODEL, cpu_ghz, photo_jpeg, repeat, save, stats, validation_photos
+from bench.graphs import softmax_last_axis
+from bench.quantize import model_size, service_lightness
+
+CPU = ["CPUExecutionProvider"]
+
+
+def session(path: Path | bytes, threads: int) -> ort.InferenceSession:
+    """Options as app/runtime.py sets them, with the thread count under test."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), sess_options=opts, providers=CPU)
+
+
+def sample_inputs(size: int, count: int = 16) -> np.ndarray:
+    """(count, 1, S, S) L from real validation photos where present, else from photo-like JPEGs."""
+    photos = validation_photos(count)
+    if photos:
+        items = [service_lightness(p, size)[0] for p in photos]
+    else:
+        from app.color import lightness, model_input
+        from app.decode import decode_image
+
+        items = [
+            model_input(lightness(decode_image(photo_jpeg(640, 480, seed=i), 10**9).color), size) for i in range(count)
+        ]
+    while len(items) < count:
+        items += items[: count - len(items)]
+    return np.stack(items).astype(np.float32)
+
+
+# ---------------------------------------------------------------- work per image
+
+
+def conv_macs(path: Path) -> dict[str, Any]:
+    """Multiply-accumulates per image, from the graph: 2·Cin/groups·Cout·k²·Hout·Wout FLOP for each Conv, with
+    the output shapes read from a real run of a copy of the graph that exposes every Conv output."""
+    model = onnx.load(str(path))
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    for node in convs:
+        model.graph.output.add(name=node.output[0])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=CPU)
+    size = model_size(path)
+    outputs = sess.run([n.output[0] for n in convs], {"L": np.full((1, 1, size, size), 50, np.float32)})
+    layers = []
+    for node, out in zip(convs, outputs, strict=True):
+        cout, cin_per_group, kh, kw = weights[node.input[1]]
+        _, _, hout, wout = out.shape
+        layers.append({"name": node.name, "macs": cout * cin_per_group * kh * kw * hout * wout})
+    gemm = sum(
+        int(np.prod(weights[n.input[1]])) for n in model.graph.node if n.op_type == "Gemm" and n.input[1] in weights
+    )
+    total = sum(layer["macs"] for layer in layers)
+    return {"conv_macs": total, "gemm_macs": gemm, "gflop_per_image": 2 * total / 1e9, "layers": layers}
+
+
+def peak_gflops(cores: int) -> dict[str, Any]:
+    """AVX2 FMA peak as the issue defines it: 2 FMA units × 8 fp32 lanes × 2 FLOP × GHz × cores."""
+    ghz = cpu_ghz()
+    return {
+        "ghz": ghz,
+        "cores": cores,
+        "formula": "2 FMA units × 8 fp32 lanes × 2 FLOP × GHz × cores",
+        "peak_gflops": 2 * 8 * 2 * ghz * cores,
+        # Zen 1 (family 23 model 1) splits each 256-bit FMA into two 128-bit halves: half the formula's peak.
+        "zen1_peak_gflops": 2 * 4 * 2 * ghz * cores,
+    }
+
+
+# ---------------------------------------------------------------- throughput
+
+
+def sweep(
+    models: dict[str, Path | bytes], batches: list[int], threads: list[int], min_time: float, data: np.ndarray
+) -> list[dict[str, Any]]:
+    """Every (threads, batch) for every model; the models alternate inside each setting, so slow drifts of the
+    machine (thermal, a neighbour) hit all of them alike."""
+    rows = []
+    for n_threads in threads:
+        sessions = {name: session(path, n_threads) for name, path in models.items()}
+        for batch in batches:
+            x = np.ascontiguousarray(np.resize(data, (batch, *data.shape[1:])))  # (N, 1, S, S)
+            for name, sess in sessions.items():
+                for _ in range(2):  # warm-up: arenas, kernel choice
+                    sess.run(None, {"L": x})
+                times = repeat(lambda s=sess, x=x: s.run(None, {"L": x}), min_time, min_runs=5)
+                row = {"model": name, "threads": n_threads, "batch": batch, **stats(times)}
+                row["images_per_s"] = batch * len(times) / sum(times)
+                rows.append(row)
+                print(
+                    f"{name:>5} threads={n_threads} batch={batch:>2}: {row['images_per_s']:7.1f} img/s, "
+                    f"p50 {row['p50_ms']:7.2f} ms/batch"
+                )
+    return rows
+
+
+# ---------------------------------------------------------------- fp16 (for GPUs)
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """fp16 weights and activations inside, float32 L in and ab out; Resize stays fp32 (the converter's block
+    list), so its scales keep their type."""
+    from onnxconverter_common import float16
+
+    with warnings.catch_warnings():  # the converter warns about every tiny weight it rounds to fp16's range
+        warnings.simplefilter("ignore", UserWarning)
+        return float16.convert_float_to_float16(model, keep_io_types=True)
+
+
+def fp16_check(fp32: Path, data: np.ndarray, photos: list[Path]) -> dict[str, Any]:
+    """Convert with onnxconverter-common (keep_io_types: the service still sends and gets float32), check that
+    the Resize and normalisation nodes survive, and run it on the CPU for correctness. Speed on CPU means
+    nothing (x86 has no fast fp16 math): GPU numbers are not measured in this task."""
+    model = onnx.load(str(fp32))
+    half = to_fp16(model)
+    ops = [n.op_type for n in half.graph.node]
+    inits = {t.name: t.data_type for t in half.graph.initializer}
+    resize_scales_fp32 = all(
+        inits.get(n.input[2], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT
+        for n in half.graph.node
+        if n.op_type == "Resize" and len(n.input) > 2 and n.input[2]
+    )
+    result: dict[str, Any] = {
+        "resize_nodes": ops.count("Resize"),
+        "resize_nodes_fp32": ops.count("Resize") == [n.op_type for n in model.graph.node].count("Resize"),
+        "resize_scales_fp32": resize_scales_fp32,
+        "normalisation_nodes": {op: ops.count(op) for op in ("Sub", "Div", "Softmax", "Einsum")},
+        "casts_added": ops.count("Cast"),
+        "bytes": len(half.SerializeToString()),
+        "gpu": "not measured (no GPU in this task)",
+    }
+    try:
+        sess16 = session(half.SerializeToString(), 2)
+        sess32 = session(fp32, 2)
+        (ab16,) = sess16.run(None, {"L": data[:4]})
+        (ab32,) = sess32.run(None, {"L": data[:4]})
+        result["max_abs_diff_ab"] = float(np.abs(ab16.astype(np.float32) - ab32).max())
+        result["mean_abs_diff_ab"] = float(np.abs(ab16.astype(np.float32) - ab32).mean())
+        result["output_dtype"] = str(ab16.dtype)
+        if photos:
+            from train.evaluate import evaluate
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "fp16.onnx"
+                onnx.save(half, str(path))
+                m16, _, _, _ = evaluate(str(path), [str(p) for p in photos])
+                m32, _, _, _ = evaluate(str(fp32), [str(p) for p in photos])
+            result["psnr_fp32"], result["psnr_fp16"] = m32.psnr, m16.psnr
+    except Exception as exc:  # an ORT build without fp16 CPU kernels: say so instead of failing the benchmark
+        result["cpu_run_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="ONNX Runtime throughput of the model: fp32 vs int8, batches, threads.")
+    p.add_argument("--model", type=Path, default=MODEL)
+    p.add_argument("--int8", type=Path, default=INT8_MODEL, help="made by python -m bench.quantize")
+    p.add_argument("--batches", default="1,2,4,8,16")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--min_time", type=float, default=2.0, help="seconds per setting and model")
+    p.add_argument("--fp16_out", type=Path, help="also write the fp16 model here (GPU serving)")
+    p.add_argument("--quick", action="store_true", help="a smoke test: tiny settings")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.batches, a.threads, a.min_time = "1,4", "2", 0.2
+    models: dict[str, Path | bytes] = {"fp32": a.model}
+    rewritten, changed = softmax_last_axis(onnx.load(str(a.model)))
+    if changed:  # what the proposed train/model.py decode() exports: see bench/graphs.py
+        models["fp32-lastaxis"] = rewritten.SerializeToString()
+    if a.int8.exists():
+        models["int8"] = a.int8
+    else:
+        print(f"{a.int8} is missing: run python -m bench.quantize first; measuring fp32 only")
+    size = model_size(a.model)
+    data = sample_inputs(size)
+    work = conv_macs(a.model)
+    cores = len(os.sched_getaffinity(0))
+    peak = peak_gflops(cores)
+    rows = sweep(
+        models, [int(b) for b in a.batches.split(",")], [int(t) for t in a.threads.split(",")], a.min_time, data
+    )
+    for row in rows:
+        row["gflops"] = row["images_per_s"] * work["gflop_per_image"]
+        row["pct_of_peak"] = 100 * row["gflops"] / peak["peak_gflops"]
+    print(
+        f"{work['gflop_per_image']:.3f} GFLOP/image (Conv); peak {peak['peak_gflops']:.0f} GFLOP/s ({peak['formula']})"
+    )
+    fp16 = fp16_check(a.model, data, [] if a.quick else validation_photos())
+    if a.fp16_out:
+        onnx.save(to_fp16(onnx.load(str(a.model))), str(a.fp16_out))
+        print(f"wrote {a.fp16_out} (for COLORIZER_MODEL_PATH on a GPU host)")
+    print(f"fp16: {fp16}")
+    meta = {p.key: p.value for p in onnx.load(str(a.model), load_external_data=False).metadata_props}
+    int8_meta = {p.key: p.value for p in onnx.load(str(a.int8)).metadata_props} if a.int8.exists() else {}
+    save(
+        "model",
+        {
+            "model": a.model.name,
+            "model_version": meta.get("colorizer.version", "unknown"),
+            "int8_quantization": int8_meta.get("colorizer.quantization", ""),
+            "input_size": size,
+            "work": work,
+            "peak": peak,
+            "rows": rows,
+            "fp16": fp16,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
