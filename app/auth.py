@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 from fastapi import Request
@@ -16,6 +17,7 @@ def check_api_key(request: Request) -> None:
         return
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
+    token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise ApiError(
             401,
@@ -23,9 +25,11 @@ def check_api_key(request: Request) -> None:
             "this server needs an API key: send Authorization: Bearer <key>",
             {"WWW-Authenticate": "Bearer"},
         )
-    # Compare against every key, without stopping early, so timing says nothing about which one matched.
+    # Compare digests (equal lengths, so not even a key's length leaks) against every key without stopping early,
+    # so timing says nothing about which key matched or how close a guess came.
+    given = hashlib.sha256(token.encode()).digest()
     matched = False
     for key in keys:
-        matched |= hmac.compare_digest(token.encode(), key.encode())
+        matched |= hmac.compare_digest(given, hashlib.sha256(key.encode()).digest())
     if not matched:
         raise ApiError(403, "invalid_api_key", "the API key is not valid for this server")

@@ -68,7 +68,7 @@ def colorize_paths(settings: Settings, paths: list[Path], out_dir: Path, fmt: st
     """Same pipeline as the service, in batches, holding at most one batch of images in memory."""
     from app.video.offline import VIDEO_SUFFIXES, colorize_video_file
 
-    runtime = ModelRuntime(settings.model_path, settings.provider_names, settings.require_gpu, settings.intra_op_threads)
+    runtime = ModelRuntime.from_settings(settings)
     inputs = list(find_inputs(paths, IMAGE_SUFFIXES + VIDEO_SUFFIXES))
     images = [(f, rel) for f, rel in inputs if f.suffix.lower() in IMAGE_SUFFIXES]
     videos = [(f, rel) for f, rel in inputs if f.suffix.lower() in VIDEO_SUFFIXES]
@@ -85,7 +85,7 @@ def colorize_paths(settings: Settings, paths: list[Path], out_dir: Path, fmt: st
                     log.error("%s: %s", src, exc.detail)
             if ready:
                 abs_ = runtime.run(np.stack([p.small_l for _, _, p in ready]))
-                for (src, rel, prepared), ab in zip(ready, abs_, strict=True):
+                for (_, rel, prepared), ab in zip(ready, abs_, strict=True):
                     write_result(prepared, ab, out_dir / rel.with_suffix("." + ("jpg" if fmt == "jpeg" else fmt)), fmt)
             bar.update(len(chunk))
     for src, rel in videos:
@@ -97,7 +97,10 @@ def colorize_paths(settings: Settings, paths: list[Path], out_dir: Path, fmt: st
                 bar.refresh()
 
             try:
-                colorize_video_file(runtime, src, out_dir / rel.with_suffix(".mp4"), progress)
+                colorize_video_file(
+                    runtime, src, out_dir / rel.with_suffix(".mp4"), progress,
+                    smoothing=settings.video_smoothing, scene_cut=settings.video_scene_cut,
+                )
             except Exception as exc:  # a broken film must not stop the rest of the list
                 failures += 1
                 log.error("%s: %s", src, exc)

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     max_video_frames: int = Field(18_000, ge=1, description="longest video accepted, in frames")
     video_ttl_s: float = Field(3600.0, gt=0, description="finished video results are deleted after this")
     video_quota_bytes: int = Field(5 * 1024**3, ge=1, description="disk quota for video uploads and results")
+    video_smoothing: float = Field(0.7, ge=0, lt=1, description="weight of the past in video colour; 0 = off")
+    video_scene_cut: float = Field(12.0, gt=0, description="mean L change between frames that starts a new shot")
+    video_workers: int = Field(1, ge=1, description="video jobs decoding/encoding at once per replica")
+    video_in_flight: int = Field(0, ge=0, description="frames a job keeps at the model; 0 = CUDA 16, CPU 1")
     host: str = Field("127.0.0.1", description="address for `colorizer serve`")
     port: int = Field(8000, ge=1, le=65535, description="port for `colorizer serve`")
 

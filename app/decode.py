@@ -26,9 +26,10 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise ApiError(400, "undecodable_image", f"the {header.format.upper()} file is damaged or truncated")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
     if img.dtype not in (np.uint8, np.uint16):
-        lo, hi = float(img.min()), float(img.max())  # float TIFFs and the like: stretch to 8 bits
-        img = ((img.astype(np.float64) - lo) * (255.0 / max(hi - lo, 1e-12))).astype(np.uint8)
+        img = _float_to_uint16(img)
     scale = 1.0 / (65535.0 if img.dtype == np.uint16 else 255.0)
     alpha = None
     if img.ndim == 2:
@@ -46,6 +47,19 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     if alpha is not None:
         alpha = apply_orientation(alpha, orientation)
     return DecodedImage(color, alpha, header.format)
+
+
+def _float_to_uint16(img: np.ndarray) -> np.ndarray:
+    """Float or signed samples (float TIFFs and the like) -> uint16.
+
+    Float samples in [0, 1] are taken as they are (the TIFF convention), so the lightness the user sees is the
+    lightness we keep; anything else is stretched over its own range. NaN and infinities become 0.
+    """
+    values = np.nan_to_num(img.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(values.min()), float(values.max())
+    if not (np.issubdtype(img.dtype, np.floating) and lo >= 0.0 and hi <= 1.0):
+        values = (values - lo) / max(hi - lo, 1e-12)
+    return np.round(values * 65535.0).astype(np.uint16)
 
 
 def check_pixels(header: Header, max_pixels: int) -> None:

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from app.errors import ApiError
 
 READABLE = "JPEG, PNG, WebP, BMP or TIFF"
+BMP_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)  # OS/2 core, BITMAPINFOHEADER and its later versions
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+HINTS = {
+    "a HEIC/AVIF photo": "; export it as JPEG first (on an iPhone: Settings > Camera > Formats > Most Compatible)",
+}
 
 
 @dataclass(frozen=True)
@@ -28,8 +33,8 @@ def sniff_format(data: bytes) -> str | None:
         return "png"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
-    if data[:2] == b"BM":
-        return "bmp"
+    if data[:2] == b"BM" and (len(data) < 18 or int.from_bytes(data[14:18], "little") in BMP_HEADER_SIZES):
+        return "bmp"  # the DIB header size tells a bitmap from text that happens to start with "BM"
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return "tiff"
     return None
@@ -48,7 +53,9 @@ def describe_non_image(data: bytes) -> str:
         return "a zip archive"
     if data[:4] == b"GIF8":
         return "a GIF"
-    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypmsf1", b"ftypavif"):
+    if data[:5] == b"%PDF-":
+        return "a PDF document"
+    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
         return "a HEIC/AVIF photo"
     try:
         data[:512].decode("utf-8")
@@ -64,10 +71,12 @@ def read_header(data: bytes) -> Header:
     fmt = sniff_format(data)
     if fmt is None:
         what = describe_non_image(data)
-        raise ApiError(415, "unsupported_media_type", f"the upload looks like {what}, not a {READABLE} image")
+        raise ApiError(
+            415, "unsupported_media_type", f"the upload looks like {what}, not a {READABLE} image{HINTS.get(what, '')}"
+        )
     try:
         width, height = _SIZE_READERS[fmt](data)
-    except (struct.error, IndexError, ValueError) as exc:
+    except (struct.error, LookupError, ValueError) as exc:  # LookupError: an index or a tag that is not there
         raise ApiError(400, "undecodable_image", f"the {fmt.upper()} header is damaged or truncated") from exc
     if width <= 0 or height <= 0:
         raise ApiError(400, "undecodable_image", f"the {fmt.upper()} declares an empty size {width}×{height}")
@@ -112,8 +121,11 @@ def _webp_size(data: bytes) -> tuple[int, int]:
 
 
 def _bmp_size(data: bytes) -> tuple[int, int]:
+    if int.from_bytes(data[14:18], "little") == 12:  # OS/2 BITMAPCOREHEADER: unsigned 16-bit sizes
+        w, h = struct.unpack("<HH", data[18:22])
+        return w, h
     w, h = struct.unpack("<ii", data[18:26])
-    return w, abs(h)
+    return w, abs(h)  # a negative height means rows stored top-down
 
 
 def _tiff_size(data: bytes) -> tuple[int, int]:
@@ -127,6 +139,8 @@ def _tiff_size(data: bytes) -> tuple[int, int]:
         if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
             fmt = "H" if typ == 3 else "I"
             size[tag] = struct.unpack(endian + fmt, entry[8 : 8 + struct.calcsize(fmt)])[0]
+    if 256 not in size or 257 not in size:
+        raise ValueError("no ImageWidth or ImageLength tag")
     return size[256], size[257]
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from app.config import Settings
+
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
@@ -85,6 +87,10 @@ class ModelRuntime:
         log.info(
             "model %s (%s, %d px) loaded on %s", self.info.version, self.info.architecture, self.info.input_size, active
         )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelRuntime:
+        return cls(settings.model_path, settings.provider_names, settings.require_gpu, settings.intra_op_threads)
 
     def _describe(self, path: Path, active: list[str]) -> ModelInfo:
         meta = self.session.get_modelmeta().custom_metadata_map

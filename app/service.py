@@ -64,9 +64,7 @@ class Service:
 
     async def start(self) -> None:
         s = self.settings
-        self.runtime = await asyncio.to_thread(
-            ModelRuntime, s.model_path, s.provider_names, s.require_gpu, s.intra_op_threads
-        )
+        self.runtime = await asyncio.to_thread(ModelRuntime.from_settings, s)
         kind = "cuda" if self.runtime.info.provider == CUDA else "cpu"
         size, delay = BATCH_DEFAULTS[kind]
         size = s.max_batch_size or size

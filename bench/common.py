@@ -21,7 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "colorizer.onnx"
 INT8_MODEL = ROOT / "models" / "colorizer.int8.onnx"
-RESULTS = ROOT / "docs" / "perf"
+RESULTS = Path(os.environ.get("BENCH_RESULTS", ROOT / "docs" / "perf"))  # run_all --quick writes elsewhere
 PHOTOS = Path.home() / ".cache" / "colorize" / "train"
 CACHE = Path(tempfile.gettempdir()) / "colorizer-bench"
 VAL_FRACTION = 0.05  # the training run's hold-out fraction (train.train's default)
@@ -168,7 +168,7 @@ def save(name: str, payload: dict[str, Any]) -> Path:
         **payload,
     }
     path.write_text(json.dumps(record, indent=1, default=float) + "\n")
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path}")
     return path
 
 

@@ -291,8 +291,9 @@ def latency_bench(model: Path, samples: int) -> str:
 
     return "\n".join(
         [
-            f"{WIDTH}×{HEIGHT} gray image, {samples} requests one after another, provider {provider}; the job had "
-            f"done {status['frames_done']} of {status['frames_total']} frames when the last image was answered.",
+            f"{WIDTH}×{HEIGHT} gray image, {samples} requests one after another, provider {provider}; "
+            f"a {status['frames_total']}-frame {WIDTH}×{HEIGHT} video job was "
+            f"{'running during every one of them' if ran else 'running during only some of them'}.",
             "",
             "| image latency (median / p90) | idle | during a video job |",
             "| --- | ---: | ---: |",

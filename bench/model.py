@@ -9,6 +9,7 @@ checked for correctness on the CPU.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import warnings
@@ -19,11 +20,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from bench.common import INT8_MODEL, MODEL, cpu_ghz, photo_jpeg, repeat, save, stats, validation_photos
+from bench.common import INT8_MODEL, MODEL, ROOT, cpu_ghz, photo_jpeg, repeat, save, stats, validation_photos
 from bench.graphs import softmax_last_axis
 from bench.quantize import model_size, service_lightness
 
 CPU = ["CPUExecutionProvider"]
+CHECKPOINT = ROOT / "runs" / "default" / "last.pt"
 
 
 def session(path: Path | bytes, threads: int) -> ort.InferenceSession:
@@ -112,10 +114,59 @@ def sweep(
                 row["images_per_s"] = batch * len(times) / sum(times)
                 rows.append(row)
                 print(
-                    f"{name:>5} threads={n_threads} batch={batch:>2}: {row['images_per_s']:7.1f} img/s, "
+                    f"{name:>13} threads={n_threads} batch={batch:>2}: {row['images_per_s']:7.1f} img/s, "
                     f"p50 {row['p50_ms']:7.2f} ms/batch"
                 )
     return rows
+
+
+def torch_eager(checkpoint: Path, batches: list[int], threads: list[int], min_time: float, data: np.ndarray) -> list:
+    """The same network in PyTorch eager, as bench/naive_server.py runs it: the reference ORT has to beat."""
+    import torch
+
+    from train.export import load_model
+
+    model, _ = load_model(str(checkpoint))
+    rows = []
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        for batch in batches:
+            x = torch.from_numpy(np.ascontiguousarray(np.resize(data, (batch, *data.shape[1:]))))
+            with torch.inference_mode():
+                for _ in range(2):
+                    model(x)
+                times = repeat(lambda x=x: model(x), min_time, min_runs=5)
+            row = {"model": "torch-eager", "threads": n_threads, "batch": batch, **stats(times)}
+            row["images_per_s"] = batch * len(times) / sum(times)
+            rows.append(row)
+            print(f"torch-eager threads={n_threads} batch={batch:>2}: {row['images_per_s']:7.1f} img/s")
+    return rows
+
+
+def op_profile(models: dict[str, Path | bytes], data: np.ndarray, batch: int = 4, runs: int = 10) -> dict[str, dict]:
+    """ONNX Runtime's own profile: milliseconds per run by operator type, at 2 threads and the CPU batch size."""
+    out = {}
+    x = np.ascontiguousarray(np.resize(data, (batch, *data.shape[1:])))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in models.items():
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.intra_op_num_threads, opts.inter_op_num_threads = 2, 1
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(Path(tmp) / name)
+            sess = ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts, providers=CPU)
+            for _ in range(runs):
+                sess.run(None, {"L": x})
+            events = json.loads(Path(sess.end_profiling()).read_text())
+            by_op: dict[str, float] = {}
+            for e in events:
+                if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                    op = e["args"]["op_name"]
+                    by_op[op] = by_op.get(op, 0.0) + e["dur"] / 1000 / runs  # µs -> ms per run
+            out[name] = dict(sorted(by_op.items(), key=lambda kv: -kv[1]))
+            top = ", ".join(f"{op} {ms:.1f}" for op, ms in list(out[name].items())[:4])
+            print(f"{name:>13} profile (ms per batch of {batch}): {top}")
+    return out
 
 
 # ---------------------------------------------------------------- fp16 (for GPUs)
@@ -200,15 +251,17 @@ def main(argv: list[str] | None = None) -> None:
     work = conv_macs(a.model)
     cores = len(os.sched_getaffinity(0))
     peak = peak_gflops(cores)
-    rows = sweep(
-        models, [int(b) for b in a.batches.split(",")], [int(t) for t in a.threads.split(",")], a.min_time, data
-    )
+    batches, threads = [int(b) for b in a.batches.split(",")], [int(t) for t in a.threads.split(",")]
+    rows = sweep(models, batches, threads, a.min_time, data)
+    if CHECKPOINT.is_file():
+        rows += torch_eager(CHECKPOINT, batches, threads, a.min_time, data)
     for row in rows:
         row["gflops"] = row["images_per_s"] * work["gflop_per_image"]
         row["pct_of_peak"] = 100 * row["gflops"] / peak["peak_gflops"]
     print(
         f"{work['gflop_per_image']:.3f} GFLOP/image (Conv); peak {peak['peak_gflops']:.0f} GFLOP/s ({peak['formula']})"
     )
+    profile = op_profile(models, data)
     fp16 = fp16_check(a.model, data, [] if a.quick else validation_photos())
     if a.fp16_out:
         onnx.save(to_fp16(onnx.load(str(a.model))), str(a.fp16_out))
@@ -226,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
             "work": work,
             "peak": peak,
             "rows": rows,
+            "profile": profile,
             "fp16": fp16,
         },
     )

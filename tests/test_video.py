@@ -315,3 +315,40 @@ def test_images_are_answered_while_a_video_job_runs(start_server: Callable[..., 
             f"during a video job {np.median(busy) * 1000:.0f} ms"
         )
         assert client.delete(f"/videos/{job['id']}").status_code == 204
+
+
+@pytest.mark.slow
+def test_replicas_sharing_the_directory_answer_for_each_others_jobs(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    store = tmp_path / "shared-videos"
+    owner, other = (start_server(COLORIZER_VIDEO_DIR=str(store)) for _ in range(2))
+    with httpx.Client(base_url=owner.url, timeout=60) as a, httpx.Client(base_url=other.url, timeout=60) as b:
+        short = post_video(a, write_clip(tmp_path / "short.mp4", frames=8)).raise_for_status().json()
+        wait_for(b, short["status_url"], {"done"})
+        assert b.get(f"/videos/{short['id']}/result").headers["content-type"] == "video/mp4"
+
+        long = post_video(a, write_clip(tmp_path / "long.mp4", frames=240, fps=24, width=160, height=120))
+        job = long.raise_for_status().json()
+        wait_for(b, job["status_url"], {"running"})
+        assert b.delete(f"/videos/{job['id']}").status_code == 204  # b does not run it: leaves a cancel marker
+        assert_error(a.get(job["status_url"]), 404, "video_not_found")
+        deadline = time.monotonic() + 30
+        while (store / job["id"]).exists():  # the owner sees the marker and cleans up
+            assert time.monotonic() < deadline, "the owning replica should cancel and remove the job"
+            time.sleep(0.2)
+        assert 'colorizer_video_jobs{status="running"} 0.0' in a.get("/metrics").text
+
+
+@pytest.mark.slow
+def test_shutdown_fails_running_jobs_with_a_sentence(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    server, store = video_server(start_server, tmp_path)
+    src = write_clip(tmp_path / "long.mp4", frames=240, fps=24, width=160, height=120)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        job = post_video(client, src).raise_for_status().json()
+        wait_for(client, job["status_url"], {"running"})
+    assert server.terminate() in (0, -15)  # uvicorn re-raises SIGTERM after its graceful shutdown
+    state = json.loads((store / job["id"] / "status.json").read_text())
+    assert state["status"] == "failed"
+    assert "shut down" in state["error"]
+    assert sorted(p.name for p in (store / job["id"]).iterdir()) == ["status.json"]

@@ -83,7 +83,8 @@ def test_store_is_private_atomic_and_refuses_strange_ids(tmp_path: Path) -> None
     assert valid_id(job_id)
     assert not valid_id("../../etc")
     assert not valid_id("A" * 32)
-    store.save_upload(job_id, io.BytesIO(b"x" * 1000), ".mp4", quota=10_000)
+    path, size = store.save_upload(job_id, io.BytesIO(b"x" * 1000), ".mp4", quota=10_000)
+    assert (path.name, size) == ("input.mp4", 1000)
     store.write(JobState(job_id, "running", frames_total=10, frames_done=4))
     job_dir = store.dir(job_id)
     assert job_dir.stat().st_mode & 0o777 == 0o700
@@ -106,8 +107,9 @@ def test_store_is_private_atomic_and_refuses_strange_ids(tmp_path: Path) -> None
     assert store.read(job_id, include_cancelled=True) is not None
 
     other = store.create()
-    with pytest.raises(QuotaExceeded):
+    with pytest.raises(QuotaExceeded) as refused:
         store.save_upload(other, io.BytesIO(b"y" * 20_000), ".mp4", quota=10_000)
+    assert refused.value.room == 10_000 - 1000 - len((job_dir / "status.json").read_bytes())
     assert list(store.dir(other).iterdir()) == [], "a refused upload leaves no bytes behind"
     store.remove(job_id)
     assert not job_dir.exists()

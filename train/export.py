@@ -32,6 +32,17 @@ def load_model(checkpoint: str) -> tuple[ColorizerNet, dict]:
     return model.eval(), ckpt
 
 
+class _Inference(torch.nn.Module):
+    """The graph we ship: L in, ab out, with no training-only switches for the tracer to trip on."""
+
+    def __init__(self, model: ColorizerNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, lightness: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(self.model.features(lightness))
+
+
 def architecture_name(args: ModelArgs) -> str:
     return f"colorizer-cnn/w{args.width}/{args.global_extractor}/{args.head}"
 
@@ -42,7 +53,7 @@ def export_onnx(model: ColorizerNet, out: Path, input_size: int, metadata: dict[
     example = torch.rand(2, 1, input_size, input_size) * 100  # (N, 1, S, S)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        model,
+        _Inference(model).eval(),
         (example,),
         str(out),
         input_names=["L"],

@@ -25,6 +25,8 @@ import numpy as np
 
 from app.batcher import Priority
 from app.errors import ApiError, overloaded
+from app.observability import request_id_var
+from app.runtime import CUDA
 from app.service import Service
 from app.video.media import (
     VIDEO_SUFFIXES,
@@ -36,9 +38,9 @@ from app.video.media import (
     VideoWriter,
     probe,
 )
-from app.video.process import Chunk, chunk_frames, read_chunk, write_chunk
+from app.video.process import MAX_CHUNK_FRAMES, Chunk, chunk_frames, read_chunk, write_chunk
 from app.video.store import STATUSES, JobState, JobStore, QuotaExceeded
-from app.video.temporal import DEFAULT_SCENE_CUT, DEFAULT_SMOOTHING, TemporalSmoother
+from app.video.temporal import TemporalSmoother
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,20 +77,15 @@ def _not_found(job_id: str) -> ApiError:
     )
 
 
-def _setting(service: Service, name: str, default: T) -> T:
-    """Temporary bridge until Settings has the video_smoothing/video_scene_cut/video_workers fields."""
-    value: T = getattr(service.settings, name, default)
-    return value
-
-
 class JobManager:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.settings = service.settings
         self.store = JobStore(service.settings.video_dir)
-        self.smoothing = float(_setting(service, "video_smoothing", DEFAULT_SMOOTHING))
-        self.scene_cut = float(_setting(service, "video_scene_cut", DEFAULT_SCENE_CUT))
-        workers = int(_setting(service, "video_workers", DEFAULT_WORKERS))
+        self.smoothing = service.settings.video_smoothing
+        self.scene_cut = service.settings.video_scene_cut
+        workers = service.settings.video_workers
+        self.in_flight = service.settings.video_in_flight  # 0: by provider, see _in_flight
         TemporalSmoother(self.smoothing, self.scene_cut)  # fail at start-up on bad values, not in the first job
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._jobs: dict[str, _Job] = {}
@@ -166,19 +163,18 @@ class JobManager:
     async def _admit(self, job_id: str, source: BinaryIO, suffix: str) -> VideoInfo:
         s = self.settings
         try:
-            written = await asyncio.to_thread(self.store.save_upload, job_id, source, suffix, s.video_quota_bytes)
+            path, written = await asyncio.to_thread(self.store.save_upload, job_id, source, suffix, s.video_quota_bytes)
         except QuotaExceeded as exc:
             raise ApiError(
                 507,
                 "insufficient_storage",
-                f"the video store is full ({exc}); the quota is {s.video_quota_bytes / 1e6:.0f} MB "
-                "(COLORIZER_VIDEO_QUOTA_BYTES); try again once finished videos have expired",
+                f"the video store is full: {exc.room / 1e6:.1f} MB of its {s.video_quota_bytes / 1e6:.1f} MB "
+                "are free and this upload is larger (COLORIZER_VIDEO_QUOTA_BYTES); "
+                "try again once finished videos have expired",
                 {"Retry-After": "60"},
             ) from exc
         if written == 0:
             raise ApiError(400, "empty_upload", "the uploaded file is empty")
-        path = self.store.input_path(job_id)
-        assert path is not None
         try:
             info = await asyncio.to_thread(probe, path)
         except InvalidMedia as exc:
@@ -246,6 +242,7 @@ class JobManager:
 
     async def _run(self, job: _Job) -> None:
         job_id, state = job.state.id, job.state
+        request_id_var.set(f"video-{job_id[:12]}")  # this task's own context: its log lines name the job
         try:
             await self._interruptible(job, self._slots.acquire())
             try:
@@ -301,6 +298,7 @@ class JobManager:
         size = self.service.model.info.input_size
         count = chunk_frames(info.width, info.height)
         smoother = TemporalSmoother(self.smoothing, self.scene_cut)
+        in_flight = self._in_flight()
         reader = await self._io(VideoReader, source)
         writer: VideoWriter | None = None
         threads: list[asyncio.Future[Any]] = []  # thread work to finish before the files are closed
@@ -319,7 +317,7 @@ class JobManager:
                 chunk = await reading
                 if len(chunk):
                     reading = in_thread(read_chunk, reader, count, size, info.rotation)
-                    ab = await self._interruptible(job, self._infer(state.id, chunk))  # (N, 2, h, w)
+                    ab = await self._interruptible(job, self._infer(chunk, in_flight))
                 else:
                     ab = np.zeros((0, 2, 1, 1), np.float32)
                 if writing is not None:
@@ -340,12 +338,24 @@ class JobManager:
         if smoother.cuts:
             log.info("video job %s: %d scene cuts", state.id, smoother.cuts)
 
-    async def _infer(self, job_id: str, chunk: Chunk) -> np.ndarray:
-        request_id = f"video-{job_id[:12]}"
-        outputs = await asyncio.gather(
-            *(self.service.infer(small, request_id, Priority.BULK) for small in chunk.model_l)
-        )
-        return np.stack(outputs)
+    async def _infer(self, chunk: Chunk, in_flight: int) -> np.ndarray:
+        """The chunk's frames through the batcher as BULK, at most ``in_flight`` of them waiting at once."""
+        request_id = request_id_var.get()
+        gate = asyncio.Semaphore(in_flight)
+
+        async def one(small: np.ndarray) -> np.ndarray:
+            async with gate:
+                return await self.service.infer(small, request_id, Priority.BULK)
+
+        return np.stack(await asyncio.gather(*(one(small) for small in chunk.model_l)))  # (N, 2, h, w)
+
+    def _in_flight(self) -> int:
+        """Frames a job keeps waiting for the model: a whole chunk on a GPU, where a model run takes
+        milliseconds and full batches are what counts; one on a CPU, where a run of four frames takes about half
+        a second and an image would wait for the run in flight and then share its own with frames."""
+        if self.in_flight:
+            return self.in_flight
+        return MAX_CHUNK_FRAMES if self.service.model.info.provider == CUDA else 1
 
     async def _advance(self, job: _Job, frames: int) -> None:
         state = job.state

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import cast
+from typing import Any, cast
 
 import av
 import av.error
@@ -71,7 +71,7 @@ class Frame:
     pts: int | None
 
 
-AudioItem = Packet | AudioFrame
+AudioItem = Packet[Any] | AudioFrame
 
 
 def pick_encoder() -> str:
@@ -244,7 +244,7 @@ class VideoWriter:
                 self.audio = self.container.add_stream_from_template(reader.audio)
             else:
                 ctx = reader.audio.codec_context
-                self.audio = cast(AudioStream, self.container.add_stream("aac", rate=ctx.sample_rate))
+                self.audio = self.container.add_stream("aac", rate=ctx.sample_rate)
                 channels = len(ctx.layout.channels)
                 self.audio.layout = AAC_LAYOUTS.get(channels, "stereo")
                 self.audio.bit_rate = AUDIO_BIT_RATE

@@ -32,6 +32,7 @@ def colorize_video_file(
     size = runtime.info.input_size
     count = chunk_frames(info.width, info.height)
     smoother = TemporalSmoother(smoothing, scene_cut)
+    dst.parent.mkdir(parents=True, exist_ok=True)
     partial = dst.with_name(f".{dst.name}.partial")
     done = 0
     with VideoReader(src) as reader:
@@ -44,7 +45,7 @@ def colorize_video_file(
                 done += len(chunk)
                 if progress is not None and len(chunk):
                     progress(done, max(done, info.frames))
-                if not len(chunk) and reader.done:
+                if not len(chunk):  # the end: the last audio went out with this empty chunk
                     break
             writer.close()
         except BaseException:

@@ -12,7 +12,7 @@ from app.pipeline import prepare_array
 from app.video.media import AudioItem, VideoReader, VideoWriter
 from app.video.temporal import TemporalSmoother
 
-MAX_CHUNK_FRAMES = 16  # frames a job has in flight at once: room for images in every batch
+MAX_CHUNK_FRAMES = 16  # frames decoded, coloured and encoded together
 CHUNK_PIXELS = 16 * 1920 * 1080  # full-resolution pixels a chunk may hold (fewer frames for 4K)
 
 

@@ -33,7 +33,11 @@ COPY_CHUNK = 1024 * 1024
 
 
 class QuotaExceeded(Exception):
-    """Writing would take the store past its quota."""
+    """Writing would take the store past its quota; ``room`` is the bytes that were free."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__(f"{room} bytes free")
+        self.room = room
 
 
 @dataclass
@@ -107,8 +111,9 @@ class JobStore:
     def partial_path(self, job_id: str) -> Path:
         return self.dir(job_id) / PARTIAL_RESULT
 
-    def save_upload(self, job_id: str, source: BinaryIO, suffix: str, quota: int) -> int:
-        """Copy the upload into the job (0600); raises QuotaExceeded (and removes it) past the quota."""
+    def save_upload(self, job_id: str, source: BinaryIO, suffix: str, quota: int) -> tuple[Path, int]:
+        """Copy the upload into the job (0600): its path and size. Past the quota it is removed and
+        QuotaExceeded says how much room there was."""
         room = quota - self.usage()
         target = self.dir(job_id) / f"input{suffix}"
         written = 0
@@ -121,8 +126,8 @@ class JobStore:
                 out.write(block)
         if written > room:
             target.unlink(missing_ok=True)
-            raise QuotaExceeded(f"{written} bytes with {max(room, 0)} left")
-        return written
+            raise QuotaExceeded(max(room, 0))
+        return target, written
 
     def write(self, state: JobState) -> None:
         """Replace status.json atomically: readers see the old state or the new one, never half of one."""

@@ -1,0 +1,313 @@
+"""Soak and overload runs against a real server: does it leak, and does it shed load the way it should?
+
+    .venv/bin/python -m bench.soak soak                   # 10,000 mixed requests, good and bad (~10 min on 2 cores)
+    .venv/bin/python -m bench.soak soak --requests 300    # the size tests/test_reliability.py runs
+    .venv/bin/python -m bench.soak overload               # unloaded p99, capacity, then 4× capacity open-loop
+
+``soak`` sends photos of several sizes and formats mixed with the hostile corpus (tests/corpus.py), a few at a
+time, and compares the server's resident memory, open files and threads after warm-up with the same at the end.
+``overload`` measures the unloaded p99 of one photo, the throughput the server sustains, then offers four times
+that throughput open-loop (arrivals do not wait for answers, as real users do not) and reports what was shed, the
+p99 of what was accepted, /healthz latency and peak memory. Results go to docs/perf/<soak|overload>.json; the
+figures and the commands are in docs/RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+
+from bench.common import photo_like, save, stats
+from tests.conftest import Server, launch
+from tests.corpus import ACCEPTED, REJECTED
+
+LIMITS = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str
+    data: bytes
+    expect: int  # the status the server must answer
+    raw: bool = False  # raw image/* body instead of multipart
+
+
+def encode(ext: str, img: np.ndarray, params: list[int] | None = None) -> bytes:
+    return cv2.imencode(ext, img, params or [])[1].tobytes()
+
+
+SIZES = ((64, 64), (240, 320), (480, 640), (768, 1024), (1200, 1600))  # (height, width) of the good photos
+
+
+def request_mix(sizes: tuple[tuple[int, int], ...] = SIZES) -> list[Item]:
+    """Good photos of several sizes and formats (four in five requests), then every corpus case."""
+    good = []
+    for h, w in sizes:
+        gray = photo_like(h, w, seed=h)
+        good += [
+            Item(f"png-{w}x{h}", encode(".png", gray), 200),
+            Item(f"jpeg-{w}x{h}", encode(".jpg", gray), 200, raw=True),
+        ]
+    h, w = sizes[len(sizes) // 2]
+    gray = photo_like(h, w, seed=1)
+    good += [
+        Item("webp", encode(".webp", gray), 200),
+        Item("progressive", encode(".jpg", gray, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), 200),
+        Item("png16", encode(".png", gray.astype(np.uint16) * 257), 200),
+        Item("bgra", encode(".png", cv2.cvtColor(gray, cv2.COLOR_GRAY2BGRA)), 200, raw=True),
+    ]
+    good += [Item(c.name, c.build(), 200) for c in ACCEPTED]
+    bad = [Item(c.name, c.build(), c.status, raw=i % 2 == 1) for i, c in enumerate(REJECTED)]
+    return good * 4 + bad  # about 80 % good
+
+
+def proc(pid: int) -> dict[str, float]:
+    """Resident memory now and at peak (MB), threads and open file descriptors of a process."""
+    status = Path(f"/proc/{pid}/status").read_text()
+
+    def field(name: str) -> float:
+        match = re.search(rf"^{name}:\s+(\d+)", status, re.M)
+        return float(match.group(1)) if match else float("nan")
+
+    return {
+        "rss_mb": field("VmRSS") / 1024,
+        "peak_rss_mb": field("VmHWM") / 1024,
+        "threads": field("Threads"),
+        "fds": float(len(list(Path(f"/proc/{pid}/fd").iterdir()))),
+    }
+
+
+def queue_depth(url: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=10).text
+    match = re.search(r"^colorizer_queue_depth (\S+)$", text, re.M)
+    return float(match.group(1)) if match else float("nan")
+
+
+async def settle(url: str, pid: int, seconds: float = 5.0) -> dict[str, float]:
+    """Wait until the queue is empty and connections are closed, then read the process's figures."""
+    deadline = time.monotonic() + 30
+    while queue_depth(url) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(seconds)
+    return proc(pid)
+
+
+async def post(client: httpx.AsyncClient, url: str, item: Item) -> tuple[int, float]:
+    """(status, seconds); status 0 for a transport error."""
+    started = time.perf_counter()
+    try:
+        if item.raw:
+            r = await client.post(url + "/colorize", content=item.data, headers={"Content-Type": "image/png"})
+        else:
+            r = await client.post(url + "/colorize", files={"file": (item.name, item.data)})
+        status = r.status_code
+    except httpx.TransportError:
+        status = 0
+    return status, time.perf_counter() - started
+
+
+async def soak(
+    url: str, pid: int, requests: int, concurrency: int, warmup: float = 0.1, sizes: tuple[tuple[int, int], ...] = SIZES
+) -> dict[str, Any]:
+    """``requests`` requests from the mix, ``concurrency`` at a time; figures after warm-up and at the end."""
+    mix = request_mix(sizes)
+    order = np.random.default_rng(0).integers(0, len(mix), requests)
+    statuses: Counter[int] = Counter()
+    unexpected: list[str] = []
+    latencies: list[float] = []
+    done = 0
+    warm: dict[str, float] = {}
+    next_index = iter(range(requests))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal done, warm
+        for i in next_index:
+            item = mix[order[i]]
+            status, seconds = await post(client, url, item)
+            statuses[status] += 1
+            if status != item.expect:
+                unexpected.append(f"{item.name}: {status}, expected {item.expect}")
+            elif status == 200:
+                latencies.append(seconds)
+            done += 1
+            if not warm and done >= requests * warmup:
+                warm = proc(pid)
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=120, limits=LIMITS) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    end = await settle(url, pid)
+    warm = warm or end
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "seconds": elapsed,
+        "requests_per_s": requests / elapsed,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "unexpected": len(unexpected),
+        "unexpected_examples": unexpected[:10],
+        "server_errors": sum(v for k, v in statuses.items() if k >= 500),
+        "transport_errors": statuses[0],
+        "ok_latency": stats(latencies),
+        "after_warmup": warm,
+        "at_end": end,
+        "rss_growth_pct": 100 * (end["rss_mb"] - warm["rss_mb"]) / warm["rss_mb"],
+        "queue_depth_at_end": queue_depth(url),
+    }
+
+
+# ---------------------------------------------------------------- overload
+
+
+async def closed_loop(url: str, item: Item, concurrency: int, seconds: float) -> tuple[list[float], float]:
+    """Each of ``concurrency`` clients sends its next request when the last is answered: (latencies, req/s)."""
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        while time.perf_counter() < stop:
+            status, took = await post(client, url, item)
+            if status == 200:
+                latencies.append(took)
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=120, limits=LIMITS) as client:
+        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
+    return latencies, len(latencies) / (time.perf_counter() - started)
+
+
+async def open_loop(url: str, item: Item, rate: float, seconds: float) -> dict[str, Any]:
+    """Arrivals at ``rate`` per second (Poisson) for ``seconds``, each answered or not in its own time, with
+    /healthz probed every 100 ms on its own connection."""
+    rng = np.random.default_rng(1)
+    results: list[tuple[int, float, str]] = []
+    health: list[tuple[int, float]] = []
+    stop = asyncio.Event()
+
+    async def one(client: httpx.AsyncClient) -> None:
+        started = time.perf_counter()
+        try:
+            r = await client.post(url + "/colorize", files={"file": (item.name, item.data)})
+            results.append((r.status_code, time.perf_counter() - started, r.headers.get("retry-after", "")))
+        except httpx.TransportError:
+            results.append((0, time.perf_counter() - started, ""))
+
+    async def probe() -> None:
+        async with httpx.AsyncClient(timeout=60) as prober:
+            while not stop.is_set():
+                started = time.perf_counter()
+                try:
+                    status = (await prober.get(url + "/healthz")).status_code
+                except httpx.TransportError:
+                    status = 0
+                health.append((status, time.perf_counter() - started))
+                await asyncio.sleep(0.1)
+
+    prober = asyncio.create_task(probe())
+    tasks = []
+    async with httpx.AsyncClient(timeout=120, limits=LIMITS) as client:
+        started = time.perf_counter()
+        next_at = started
+        while next_at < started + seconds:
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(client)))
+            next_at += rng.exponential(1 / rate)
+        await asyncio.gather(*tasks)
+    stop.set()
+    await prober
+    statuses = Counter(s for s, _, _ in results)
+    shed = [r for r in results if r[0] == 503]
+    return {
+        "offered": len(results),
+        "offered_per_s": len(results) / seconds,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "shed_fraction": len(shed) / max(len(results), 1),
+        "shed_with_retry_after": sum(1 for r in shed if r[2].isdigit()),
+        "accepted": stats([t for s, t, _ in results if s == 200]),
+        "shed_latency": stats([t for s, t, _ in shed]),
+        "healthz": stats([t for _, t in health]),
+        "healthz_failures": sum(1 for s, _ in health if s != 200),
+    }
+
+
+async def overload(url: str, pid: int, item: Item, concurrency: int, seconds: float, factor: float) -> dict[str, Any]:
+    for _ in range(20):  # warm-up: arenas, kernels, the pipeline's threads
+        async with httpx.AsyncClient(timeout=120) as client:
+            await post(client, url, item)
+    unloaded_latencies, _ = await closed_loop(url, item, 1, seconds / 2)
+    _, capacity = await closed_loop(url, item, concurrency, seconds / 2)
+    before = proc(pid)
+    loaded = await open_loop(url, item, factor * capacity, seconds)
+    after = await settle(url, pid, 2.0)
+    unloaded = stats(unloaded_latencies)
+    return {
+        "image": item.name,
+        "unloaded": unloaded,
+        "capacity_per_s": capacity,
+        "capacity_concurrency": concurrency,
+        "factor": factor,
+        "overload": loaded,
+        "p99_ratio": loaded["accepted"]["p99_ms"] / unloaded["p99_ms"],
+        "before": before,
+        "after": after,
+        "queue_depth_at_end": queue_depth(url),
+    }
+
+
+# ---------------------------------------------------------------- command line
+
+
+def start(env: list[str]) -> Server:
+    settings = dict(pair.split("=", 1) for pair in env)
+    return launch(Path(tempfile.mkdtemp(prefix="colorizer-soak-")), settings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["soak", "overload"])
+    parser.add_argument("--requests", type=int, default=10_000, help="soak: how many requests")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="soak: requests in flight; overload: clients used to measure capacity",
+    )
+    parser.add_argument("--seconds", type=float, default=30, help="overload: length of the overloaded phase")
+    parser.add_argument("--factor", type=float, default=4.0, help="overload: offered load / capacity")
+    parser.add_argument("--size", default="640x480", help="overload: the photo, WxH")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="server setting (repeat)")
+    parser.add_argument("--name", default="", help="result file name (default: the mode)")
+    args = parser.parse_args(argv)
+
+    server = start(args.env)
+    try:
+        pid = server.process.pid
+        if args.mode == "soak":
+            result = asyncio.run(soak(server.url, pid, args.requests, args.concurrency))
+            verdict = result["rss_growth_pct"] < 5 and result["unexpected"] == 0 and result["server_errors"] == 0
+        else:
+            w, h = (int(v) for v in args.size.split("x"))
+            item = Item(f"jpeg-{w}x{h}", encode(".jpg", photo_like(h, w, seed=3)), 200)
+            result = asyncio.run(overload(server.url, pid, item, args.concurrency, args.seconds, args.factor))
+            verdict = result["p99_ratio"] <= 2 and result["overload"]["healthz_failures"] == 0
+        result = {"settings": args.env, "pass": verdict, **result}
+    finally:
+        server.terminate()
+    save(args.name or args.mode, result)
+    print(result)
+
+
+if __name__ == "__main__":
+    main()
