@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import av
 import av.error
@@ -71,7 +71,7 @@ class Frame:
     pts: int | None
 
 
-AudioItem = Packet[Any] | AudioFrame
+AudioItem: TypeAlias = "Packet[Any] | AudioFrame"  # Packet is generic only in the stubs
 
 
 def pick_encoder() -> str:
