@@ -22,10 +22,15 @@ log = logging.getLogger(__name__)
 DEFAULT_TRAINED_ON = "Debian/PyPI photo set of shared/data/TRAINING_DATA.md (see models/README.md)"
 
 
-def load_model(checkpoint: str) -> tuple[ColorizerNet, dict]:
-    """Rebuild the model from a checkpoint alone (model_args, bins and weights travel inside it)."""
+def load_model(checkpoint: str, annealed_t: float = 0.0) -> tuple[ColorizerNet, dict]:
+    """Rebuild the model from a checkpoint alone (model_args, bins and weights travel inside it).
+
+    ``annealed_t`` > 0 overrides the decoding temperature: it is not learnt, so it may be tuned after training.
+    """
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     args = ModelArgs(**ckpt["model_args"])
+    if annealed_t > 0:
+        args.annealed_t = annealed_t
     centres = torch.from_numpy(np.asarray(ckpt["bins"]["centres"])) if args.head == "classification" else None
     model = ColorizerNet(args, centres)
     model.load_state_dict(ckpt["model"])
@@ -89,9 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--version", default="")
     p.add_argument("--input_size", type=int, default=0, help="default: the training crop size")
     p.add_argument("--trained_on", default=DEFAULT_TRAINED_ON)
+    p.add_argument("--annealed_t", type=float, default=0.0, help="decoding temperature; default: the checkpoint's")
     p.add_argument("--max_diff", type=float, default=0.05, help="fail when ORT and PyTorch differ by more (ab)")
     a = p.parse_args(argv)
-    model, ckpt = load_model(a.checkpoint)
+    model, ckpt = load_model(a.checkpoint, a.annealed_t)
     size = a.input_size or int(ckpt["config"]["crop_size"])
     version = a.version or f"{dt.date.today():%Y.%m.%d}-step{ckpt['step']}"
     metadata = {
@@ -101,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         "colorizer.trained_on": a.trained_on,
         "colorizer.train_steps": str(ckpt["step"]),
         "colorizer.head": model.args.head,
+        "colorizer.annealed_t": str(model.args.annealed_t),
     }
     diff = export_onnx(model, a.output, size, metadata)
     digest = hashlib.sha256(a.output.read_bytes()).hexdigest()[:16]
