@@ -98,8 +98,12 @@ def colorize_paths(settings: Settings, paths: list[Path], out_dir: Path, fmt: st
 
             try:
                 colorize_video_file(
-                    runtime, src, out_dir / rel.with_suffix(".mp4"), progress,
-                    smoothing=settings.video_smoothing, scene_cut=settings.video_scene_cut,
+                    runtime,
+                    src,
+                    out_dir / rel.with_suffix(".mp4"),
+                    progress,
+                    smoothing=settings.video_smoothing,
+                    scene_cut=settings.video_scene_cut,
                 )
             except Exception as exc:  # a broken film must not stop the rest of the list
                 failures += 1

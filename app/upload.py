@@ -14,12 +14,12 @@ from app.errors import ApiError
 CLOSE = {"Connection": "close"}
 
 
-def too_large(limit: int, seen: int | None = None) -> ApiError:
-    amount = f"{seen / 1e6:.1f} MB" if seen is not None else "more than that"
+def too_large(limit: int, declared: int | None = None) -> ApiError:
+    size = f"is {declared / 1e6:.1f} MB" if declared is not None else "is larger than that"
     return ApiError(
         413,
         "upload_too_large",
-        f"the upload is {amount}; the limit is {limit / 1e6:.1f} MB (COLORIZER_MAX_UPLOAD_BYTES)",
+        f"the limit is {limit / 1e6:.1f} MB (COLORIZER_MAX_UPLOAD_BYTES) and the upload {size}",
         dict(CLOSE),
     )
 
@@ -34,12 +34,21 @@ def too_slow(timeout_s: float, seen: int) -> ApiError:
     )
 
 
+def gone(seen: int) -> ApiError:
+    """The client hung up mid-upload. Nobody will read this answer; it exists so the request ends as a counted
+    client error (499, nginx's "client closed request") instead of a ClientDisconnect traceback and a 500."""
+    return ApiError(
+        499, "client_disconnected", f"the client closed the connection after {seen / 1e6:.1f} MB of the upload"
+    )
+
+
 class BodyLimitMiddleware:
     """Refuses a declared Content-Length over the limit at once, counts streamed bytes otherwise, and gives the
     whole body ``read_timeout_s`` to arrive (408 past it).
 
     The deadline covers the body only: once the last byte is in, ``receive`` is passed through untouched, because
-    a streaming response keeps listening on it for the client's disconnect for as long as it streams.
+    a streaming response keeps listening on it for the client's disconnect for as long as it streams. A disconnect
+    before the last byte ends the request as a 499 (see ``gone``).
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float = 60.0) -> None:
@@ -49,13 +58,14 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await _send_error(send, too_large(self.max_bytes, int(declared)))
             return
         deadline = asyncio.get_running_loop().time() + self.read_timeout_s
         seen = 0
-        body_done = False
+        body_done = b"transfer-encoding" not in headers and declared in (None, b"0")  # no body: nothing to guard
 
         async def guarded_receive() -> Message:
             nonlocal seen, body_done
@@ -66,13 +76,12 @@ class BodyLimitMiddleware:
                     message = await receive()
             except TimeoutError:
                 raise too_slow(self.read_timeout_s, seen) from None
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise too_large(self.max_bytes)
-                body_done = not message.get("more_body", False)
-            else:
-                body_done = True  # http.disconnect: nothing more will come
+            if message["type"] == "http.disconnect":
+                raise gone(seen)
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise too_large(self.max_bytes)
+            body_done = not message.get("more_body", False)
             return message
 
         await self.app(scope, guarded_receive, send)

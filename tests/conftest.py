@@ -47,8 +47,18 @@ def launch(tmp: Path, env: dict[str, str] | None = None, ready_timeout: float = 
     port = free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {**os.environ, "COLORIZER_MODEL_PATH": str(MODEL), "COLORIZER_PROVIDERS": "cpu", **(env or {})}
-    cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
-           "--timeout-graceful-shutdown", full_env.get("COLORIZER_DRAIN_TIMEOUT_S", "30")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--timeout-graceful-shutdown",
+        full_env.get("COLORIZER_DRAIN_TIMEOUT_S", "30"),
+    ]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process, log_path)

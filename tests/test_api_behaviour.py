@@ -77,8 +77,9 @@ def test_upload_limit_is_enforced_while_receiving(start_server: Callable[..., Se
 
     # Chunked (no Content-Length): refused once the count passes the limit, not after 80 MB.
     try:
-        r = httpx.post(server.url + "/colorize", content=eighty_megabytes(),
-                       headers={"Content-Type": "image/png"}, timeout=30)
+        r = httpx.post(
+            server.url + "/colorize", content=eighty_megabytes(), headers={"Content-Type": "image/png"}, timeout=30
+        )
         assert r.status_code == 413
         assert r.json()["code"] == "upload_too_large"
     except httpx.TransportError:
@@ -111,8 +112,12 @@ def test_sigterm_drains_without_losing_accepted_requests(start_server: Callable[
 
     async def scenario() -> list[httpx.Response | BaseException]:
         async with httpx.AsyncClient(timeout=120) as client:
-            tasks = [asyncio.create_task(client.post(server.url + "/colorize", files={"file": ("a.png", gray_png(900, 1200))}))
-                     for _ in range(6)]
+            tasks = [
+                asyncio.create_task(
+                    client.post(server.url + "/colorize", files={"file": ("a.png", gray_png(900, 1200))})
+                )
+                for _ in range(6)
+            ]
             await asyncio.sleep(1.0)  # all six are accepted and in the pipeline
             server.process.terminate()
             return await asyncio.gather(*tasks, return_exceptions=True)

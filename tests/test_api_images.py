@@ -30,8 +30,12 @@ def test_raw_body_jpeg_with_output_format(live_server: Server) -> None:
     gray = cv2.cvtColor(photo_like(), cv2.COLOR_BGR2GRAY)
     body = cv2.imencode(".jpg", gray)[1].tobytes()
     for fmt, media in [("jpeg", "image/jpeg"), ("webp", "image/webp"), ("png", "image/png")]:
-        r = httpx.post(live_server.url + f"/colorize?format={fmt}", content=body,
-                       headers={"Content-Type": "image/jpeg"}, timeout=60)
+        r = httpx.post(
+            live_server.url + f"/colorize?format={fmt}",
+            content=body,
+            headers={"Content-Type": "image/jpeg"},
+            timeout=60,
+        )
         assert r.status_code == 200, r.text
         assert r.headers["content-type"] == media
         assert decode_png(r.content).shape[:2] == gray.shape
@@ -101,8 +105,11 @@ def test_batch_returns_a_zip_in_request_order(live_server: Server) -> None:
         (b'<svg xmlns="http://www.w3.org/2000/svg"></svg>', 415, "unsupported_media_type"),
         (b'{"image": "no"}', 415, "unsupported_media_type"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\xea`\x00\x00\xea`\x08\x00\x00\x00\x00", 413, "too_many_pixels"),
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x00\x00\x00\x00\x00\x08\x00\x00\x00\x00", 400,
-         "undecodable_image"),
+        (
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x00\x00\x00\x00\x00\x08\x00\x00\x00\x00",
+            400,
+            "undecodable_image",
+        ),
     ],
 )
 def test_bad_uploads_get_a_clear_json_error(live_server: Server, body: bytes, status: int, code: str) -> None:
@@ -140,6 +147,11 @@ def test_health_ready_model_and_metrics(live_server: Server) -> None:
     assert len(model["sha256"]) == 64
     text = httpx.get(live_server.url + "/metrics").text
     assert 'colorizer_model_info{provider="CPUExecutionProvider"' in text
-    for name in ("colorizer_request_duration_seconds", "colorizer_stage_duration_seconds", "colorizer_batch_size",
-                 "colorizer_queue_depth", "colorizer_images_total"):
+    for name in (
+        "colorizer_request_duration_seconds",
+        "colorizer_stage_duration_seconds",
+        "colorizer_batch_size",
+        "colorizer_queue_depth",
+        "colorizer_images_total",
+    ):
         assert f"\n{name}" in text

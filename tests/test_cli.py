@@ -22,7 +22,10 @@ def test_colorize_folder_and_file(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "-m", "app.cli", "colorize", str(src), str(single), "-o", str(out), "--batch-size", "2"],
-        cwd=ROOT, capture_output=True, text=True, env={"COLORIZER_MODEL_PATH": str(MODEL), "PATH": "/usr/bin:/bin"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"COLORIZER_MODEL_PATH": str(MODEL), "PATH": "/usr/bin:/bin"},
         timeout=300,
     )
     assert result.returncode == 1, result.stderr  # one input was broken, and the exit status says so

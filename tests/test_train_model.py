@@ -58,8 +58,9 @@ def test_soft_encoding_and_rebalancing() -> None:
     weights = rebalance_weights(centres, prior, lam=0.5, sigma=5.0)
     assert weights[1] > weights[0]  # the rarer colour weighs more
     logits = torch.zeros(1, 2, 1, 1, requires_grad=True)
-    loss = rebalanced_cross_entropy(logits, torch.tensor([[[[1.0]], [[0.0]]]]), torch.zeros(1, 1, 1, dtype=torch.long),
-                                    torch.from_numpy(weights))
+    loss = rebalanced_cross_entropy(
+        logits, torch.tensor([[[[1.0]], [[0.0]]]]), torch.zeros(1, 1, 1, dtype=torch.long), torch.from_numpy(weights)
+    )
     loss.backward()
     assert loss.item() > 0
     assert logits.grad is not None

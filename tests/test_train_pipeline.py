@@ -34,9 +34,28 @@ def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("head", ["classification", "regression"])
 def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str) -> None:
     out = tmp_path / "run"
-    common = ["--data_dir", str(photo_dir), "--out_dir", str(out), "--crop_size", "64", "--width", "8",
-              "--batch_size", "4", "--eval_every", "2", "--workers", "0", "--val_fraction", "0.2", "--head", head,
-              "--warmup_steps", "1"]
+    common = [
+        "--data_dir",
+        str(photo_dir),
+        "--out_dir",
+        str(out),
+        "--crop_size",
+        "64",
+        "--width",
+        "8",
+        "--batch_size",
+        "4",
+        "--eval_every",
+        "2",
+        "--workers",
+        "0",
+        "--val_fraction",
+        "0.2",
+        "--head",
+        head,
+        "--warmup_steps",
+        "1",
+    ]
     ckpt = train(parse_config([*common, "--max_steps", "2"]))
     first = torch.load(ckpt, weights_only=False)
     assert first["step"] == 2

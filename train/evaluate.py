@@ -76,7 +76,9 @@ def contact_sheet(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], thumb: 
     """A grid with one row per photo: gray input | model output | ground truth."""
     tiles = []
     for truth, gray, pred in rows:
-        tiles.append(np.hstack([cv2.resize(x, (thumb, thumb), interpolation=cv2.INTER_AREA) for x in (gray, pred, truth)]))
+        tiles.append(
+            np.hstack([cv2.resize(x, (thumb, thumb), interpolation=cv2.INTER_AREA) for x in (gray, pred, truth)])
+        )
     grid = np.vstack(tiles)
     header = np.full((28, grid.shape[1], 3), 255, np.uint8)
     for i, label in enumerate(("gray input", "colorizer", "original")):
@@ -101,31 +103,38 @@ def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> tuple[Sco
 
     def mean(xs: list[tuple[float, float]]) -> Scores:
         arr = np.array(xs)
-        return Scores(float(np.nanmean(arr[:, 0])) if not np.isnan(arr[:, 0]).all() else float("nan"),
-                      float(arr[:, 1].mean()))
+        return Scores(
+            float(np.nanmean(arr[:, 0])) if not np.isnan(arr[:, 0]).all() else float("nan"), float(arr[:, 1].mean())
+        )
 
     return mean(m), mean(g), mean(t), contact_sheet(rows)
 
 
 def markdown_table(model: Scores, gray: Scores, truth: Scores, n: int, model_path: str) -> str:
-    return "\n".join([
-        f"Evaluation of `{os.path.basename(model_path)}` on {n} photos at {EVAL_SIZE}×{EVAL_SIZE}",
-        "",
-        "| | PSNR RGB (dB) ↑ | colourfulness (Hasler–Süsstrunk) |",
-        "| --- | ---: | ---: |",
-        f"| colorizer | {model.psnr:.2f} | {model.colourfulness:.1f} |",
-        f"| gray baseline (a = b = 0) | {gray.psnr:.2f} | {gray.colourfulness:.1f} |",
-        f"| ground truth | – | {truth.colourfulness:.1f} |",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"Evaluation of `{os.path.basename(model_path)}` on {n} photos at {EVAL_SIZE}×{EVAL_SIZE}",
+            "",
+            "| | PSNR RGB (dB) ↑ | colourfulness (Hasler–Süsstrunk) |",
+            "| --- | ---: | ---: |",
+            f"| colorizer | {model.psnr:.2f} | {model.colourfulness:.1f} |",
+            f"| gray baseline (a = b = 0) | {gray.psnr:.2f} | {gray.colourfulness:.1f} |",
+            f"| ground truth | – | {truth.colourfulness:.1f} |",
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Evaluate an ONNX Colorizer model on a folder of colour photos.")
     p.add_argument("model")
     p.add_argument("folder")
-    p.add_argument("--split", choices=["all", "val", "train"], default="all",
-                   help="val/train: the training run's hash split of the folder")
+    p.add_argument(
+        "--split",
+        choices=["all", "val", "train"],
+        default="all",
+        help="val/train: the training run's hash split of the folder",
+    )
     p.add_argument("--val_fraction", type=float, default=0.05)
     p.add_argument("--limit", type=int, default=0, help="evaluate at most this many photos")
     p.add_argument("--out", type=Path, default=Path("eval"))
