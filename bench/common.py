@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "models" / "colorizer.onnx"
+MODEL = Path(os.environ.get("BENCH_MODEL", ROOT / "models" / "colorizer.onnx"))  # another fp32 export to measure
 INT8_MODEL = ROOT / "models" / "colorizer.int8.onnx"
 RESULTS = Path(os.environ.get("BENCH_RESULTS", ROOT / "docs" / "perf"))  # run_all --quick writes elsewhere
 PHOTOS = Path.home() / ".cache" / "colorize" / "train"
@@ -154,7 +154,8 @@ def machine() -> dict[str, Any]:
 def command() -> str:
     """The command that reproduces this run, as typed from the repository root."""
     module = Path(sys.argv[0]).with_suffix("").relative_to(ROOT).as_posix().replace("/", ".")
-    return shlex.join([".venv/bin/python", "-m", module, *sys.argv[1:]])
+    env = [f"BENCH_MODEL={os.environ['BENCH_MODEL']}"] if "BENCH_MODEL" in os.environ else []
+    return shlex.join([*env, ".venv/bin/python", "-m", module, *sys.argv[1:]])
 
 
 def save(name: str, payload: dict[str, Any]) -> Path:

@@ -1,9 +1,10 @@
 """Load on real servers over loopback: the service with batching on and off, the naive server, and the model
-in-process, side by side in one run, on the same photo-like 512×512 JPEGs.
+in-process, side by side in one run, on the same photo-like 512×512 JPEGs; and the service again with each model
+variant and with bench/proposals/*.patch applied to a copy of app/ (the "candidate"), at the loads the targets name.
 
-    .venv/bin/python -m bench.load                 # service vs naive vs in-process (~5 min)
-    .venv/bin/python -m bench.load --sweep         # the batching defaults: max batch × delay (~3 min)
-    .venv/bin/python -m bench.load --quick         # seconds: a smoke test
+    .venv/bin/python -m bench.load                 # service vs naive vs in-process vs candidate (~4 min)
+    .venv/bin/python -m bench.load --sweep         # the batching defaults: max batch × delay (~2 min)
+    .venv/bin/python -m bench.load --quick         # a smoke test
 
 Every load is closed-loop (each client sends its next request when the last one answers), bounded by a request
 count and a time limit, and goes to 127.0.0.1 only. A separate prober thread times /healthz throughout.
@@ -17,7 +18,9 @@ import http.client
 import itertools
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -38,7 +41,8 @@ from bench.graphs import softmax_last_axis
 
 PHOTO_SIDE = 512
 CONCURRENCY = (1, 2, 4, 8, 16, 32)
-SWEEP = ((1, 0), (2, 2), (4, 0), (4, 2), (4, 5), (8, 2), (8, 5), (16, 5))  # (max batch, delay ms)
+# (max batch, delay ms, ONNX Runtime intra-op threads; 0 = one per core)
+SWEEP = ((1, 0, 0), (2, 2, 0), (4, 0, 0), (4, 2, 0), (8, 2, 0), (8, 5, 0), (16, 5, 0), (4, 2, 1))
 
 # ---------------------------------------------------------------- servers
 
@@ -67,8 +71,6 @@ class Server:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -133,6 +135,23 @@ def batch_histogram(url: str) -> tuple[float, float]:
     total = re.search(r"^colorizer_batch_size_sum\s+(\S+)", text, re.M)
     count = re.search(r"^colorizer_batch_size_count\s+(\S+)", text, re.M)
     return (float(total.group(1)), float(count.group(1))) if total and count else (0.0, 0.0)
+
+
+def candidate_tree() -> Path | None:
+    """A copy of app/ with bench/proposals/*.patch applied, to serve beside the real one; None when there is no
+    proposal or one no longer applies (then it has landed, or app/ moved on and the patch needs redoing)."""
+    patches = sorted((ROOT / "bench" / "proposals").glob("*.patch"))
+    if not patches:
+        return None
+    tree = CACHE / "candidate"
+    shutil.rmtree(tree, ignore_errors=True)
+    shutil.copytree(ROOT / "app", tree / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    for patch in patches:
+        applied = subprocess.run(["git", "apply", str(patch)], cwd=tree, capture_output=True, text=True)
+        if applied.returncode:
+            print(f"{patch.name} does not apply to app/ ({applied.stderr.strip()}): no candidate server")
+            return None
+    return tree
 
 
 # ---------------------------------------------------------------- load
@@ -272,7 +291,7 @@ def large_photo(server: Server, data: bytes, max_requests: int, max_seconds: flo
     return row
 
 
-def in_process(model: Path, payloads: list[bytes], batch: int, seconds: float) -> dict[str, Any]:
+def in_process(model: Path, payloads: list[bytes], batch: int, seconds: float, variant: str = "fp32") -> dict[str, Any]:
     """The bare model's ceiling for this service: in one process, no HTTP, no queue: prepare each photo, run the
     model on batches, finish each (join + PNG), one step after another."""
     runtime = ModelRuntime(model, ["CPUExecutionProvider"])
@@ -290,7 +309,14 @@ def in_process(model: Path, payloads: list[bytes], batch: int, seconds: float) -
         if time.perf_counter() - started >= seconds:
             break
     elapsed = time.perf_counter() - started
-    row = {"model": model.name, "batch": batch, "images": images, "seconds": elapsed, "images_per_s": images / elapsed}
+    row = {
+        "model": model.name,
+        "variant": variant,
+        "batch": batch,
+        "images": images,
+        "seconds": elapsed,
+        "images_per_s": images / elapsed,
+    }
     print(f"in-process {model.name} batch={batch}: {row['images_per_s']:.1f} img/s")
     return row
 
@@ -298,72 +324,99 @@ def in_process(model: Path, payloads: list[bytes], batch: int, seconds: float) -
 # ---------------------------------------------------------------- the run
 
 
+def compare(
+    levels: list[int],
+    payloads: list[bytes],
+    large: bytes,
+    max_requests: int,
+    seconds: float,
+    n_large: int,
+    candidate: bool,
+) -> dict[str, Any]:
+    """The service (batching on and off), its model variants, the candidate and the naive server, side by side."""
+    result: dict[str, Any] = {}
+    runs: list[dict[str, Any]] = []
+    others = variants()
+    result["in_process"] = [in_process(MODEL, payloads, b, seconds / 2) for b in (1, 4)]
+    result["in_process"] += [in_process(path, payloads, 4, seconds / 2, name) for name, path in others.items()]
+    for name, env in (("service", {}), ("service-nobatch", {"COLORIZER_MAX_BATCH_SIZE": "1"})):
+        server = service(env, name)
+        try:
+            runs += [measure(server, payloads, c, max_requests, seconds) for c in levels]
+            if name == "service":
+                result["large_service"] = large_photo(server, large, n_large, 60)
+        finally:
+            server.stop()
+    extra = [(variant, path, ROOT) for variant, path in others.items()]
+    tree = candidate_tree() if candidate else None
+    if tree:
+        with_fix = [("lastaxis", others["lastaxis"])] if "lastaxis" in others else []
+        extra += [(f"candidate-{variant}", path, tree) for variant, path in [("fp32", MODEL), *with_fix]]
+    for variant, path, cwd in extra:  # only at the load levels the targets name
+        server = service({}, f"service-{variant}", path, cwd)
+        try:
+            runs += [measure(server, payloads, c, max_requests, seconds) for c in (4, 8) if c in levels]
+            result[f"large_service-{variant}"] = large_photo(server, large, max(1, n_large // 2), 30)
+        finally:
+            server.stop()
+    server = naive()
+    try:
+        runs += [measure(server, payloads, c, max_requests, seconds) for c in levels]
+        result["large_naive"] = large_photo(server, large, n_large, 90)
+    finally:
+        server.stop()
+    return {**result, "runs": runs}
+
+
+def sweep_batching(
+    configs: tuple[tuple[int, int, int], ...],
+    levels: list[int],
+    payloads: list[bytes],
+    max_requests: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """The service with each (COLORIZER_MAX_BATCH_SIZE, COLORIZER_MAX_BATCH_DELAY_MS, COLORIZER_INTRA_OP_THREADS)."""
+    runs = []
+    for size, delay, threads in configs:
+        env = {
+            "COLORIZER_MAX_BATCH_SIZE": str(size),
+            "COLORIZER_MAX_BATCH_DELAY_MS": str(delay),
+            "COLORIZER_INTRA_OP_THREADS": str(threads),
+        }
+        server = service(env, f"sweep b{size} d{delay} t{threads}")
+        try:
+            for c in levels:
+                row = measure(server, payloads, c, max_requests, seconds)
+                row.update(max_batch=size, delay_ms=delay, threads=threads)
+                runs.append(row)
+        finally:
+            server.stop()
+    return {"runs": runs}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Load the service, the naive server and the bare model side by side.")
     p.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)))
     p.add_argument("--max_requests", type=int, default=600, help="per load level")
-    p.add_argument("--seconds", type=float, default=8.0, help="per load level")
-    p.add_argument("--large", type=int, default=5, help="12 MP requests per server")
+    p.add_argument("--seconds", type=float, default=6.0, help="per load level")
+    p.add_argument("--large", type=int, default=4, help="12 MP requests per server")
     p.add_argument("--sweep", action="store_true", help="the batching sweep (max batch × delay) instead")
-    p.add_argument("--candidate", type=Path, help="also serve app/ from this checkout (proposed patches applied)")
+    p.add_argument("--no_candidate", action="store_true", help="skip app/ with bench/proposals/*.patch applied")
     p.add_argument("--quick", action="store_true", help="a smoke test: tiny settings")
     a = p.parse_args(argv)
     levels = [int(c) for c in a.concurrency.split(",")]
-    sweep = SWEEP
+    configs, sweep_levels = SWEEP, [8, 16]
     if a.quick:
-        levels, a.max_requests, a.seconds, a.large, sweep = [1, 4], 12, 2.0, 1, ((1, 0), (4, 2))
+        levels, a.max_requests, a.seconds, a.large = [1, 4], 12, 2.0, 1
+        configs, sweep_levels = ((1, 0, 0), (4, 2, 1)), [4]
     payloads = [photo_jpeg(PHOTO_SIDE, PHOTO_SIDE, seed=s) for s in range(8)]
+    header = {"photo": f"{PHOTO_SIDE}×{PHOTO_SIDE} JPEG q90", "payload_kb": np.mean([len(x) for x in payloads]) / 1024}
+    if a.sweep:
+        save("load-sweep", {**header, **sweep_batching(configs, sweep_levels, payloads, a.max_requests, a.seconds)})
+        return
     large = photo_jpeg(*SIZES_MP["12"], seed=1)
-    result: dict[str, Any] = {
-        "photo": f"{PHOTO_SIDE}×{PHOTO_SIDE} JPEG q90",
-        "payload_kb": np.mean([len(x) for x in payloads]) / 1024,
-    }
-    runs: list[dict[str, Any]] = []
-
-    if not a.sweep:
-        others = variants()
-        result["in_process"] = [in_process(MODEL, payloads, b, a.seconds / 2) for b in (1, 4)]
-        result["in_process"] += [in_process(path, payloads, 4, a.seconds / 2) for path in others.values()]
-        for name, env in (("service", {}), ("service-nobatch", {"COLORIZER_MAX_BATCH_SIZE": "1"})):
-            server = service(env, name)
-            try:
-                runs += [measure(server, payloads, c, a.max_requests, a.seconds) for c in levels]
-                if name == "service":
-                    result["large_service"] = large_photo(server, large, a.large, 60)
-            finally:
-                server.stop()
-        candidates = [(variant, path, ROOT) for variant, path in others.items()]
-        if a.candidate:
-            candidates += [
-                (f"candidate-{variant}", path, a.candidate) for variant, path in [("fp32", MODEL), *others.items()]
-            ]
-        for variant, path, cwd in candidates:  # only at the load levels the targets name
-            server = service({}, f"service-{variant}", path, cwd)
-            try:
-                runs += [measure(server, payloads, c, a.max_requests, a.seconds) for c in (4, 8) if c in levels]
-                result[f"large_service-{variant}"] = large_photo(server, large, max(1, a.large // 2), 30)
-            finally:
-                server.stop()
-        server = naive()
-        try:
-            runs += [measure(server, payloads, c, a.max_requests, a.seconds) for c in levels]
-            result["large_naive"] = large_photo(server, large, a.large, 90)
-        finally:
-            server.stop()
-    else:
-        sweep_c = 8 if not a.quick else 4
-        for size, delay in sweep:
-            env = {"COLORIZER_MAX_BATCH_SIZE": str(size), "COLORIZER_MAX_BATCH_DELAY_MS": str(delay)}
-            server = service(env, f"sweep b{size} d{delay}")
-            try:
-                for c in sorted({sweep_c, 2 * sweep_c}):
-                    row = measure(server, payloads, c, a.max_requests, a.seconds)
-                    row.update(max_batch=size, delay_ms=delay)
-                    runs.append(row)
-            finally:
-                server.stop()
-    result["runs"] = runs
-    save("load-sweep" if a.sweep else "load", result)
+    result = compare(levels, payloads, large, a.max_requests, a.seconds, a.large, not a.no_candidate)
+    save("load", {**header, **result})
 
 
 if __name__ == "__main__":

@@ -189,15 +189,18 @@ def fp16_check(fp32: Path, data: np.ndarray, photos: list[Path]) -> dict[str, An
     model = onnx.load(str(fp32))
     half = to_fp16(model)
     ops = [n.op_type for n in half.graph.node]
-    inits = {t.name: t.data_type for t in half.graph.initializer}
+    inferred = onnx.shape_inference.infer_shapes(half)
+    dtypes = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.input]}
+    dtypes |= {t.name: t.data_type for t in half.graph.initializer}
+    resizes = [n for n in half.graph.node if n.op_type == "Resize"]
+    resize_nodes_fp32 = all(dtypes.get(n.input[0]) == onnx.TensorProto.FLOAT for n in resizes)
     resize_scales_fp32 = all(
-        inits.get(n.input[2], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT
-        for n in half.graph.node
-        if n.op_type == "Resize" and len(n.input) > 2 and n.input[2]
+        dtypes.get(n.input[2], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for n in resizes if len(n.input) > 2
     )
     result: dict[str, Any] = {
         "resize_nodes": ops.count("Resize"),
-        "resize_nodes_fp32": ops.count("Resize") == [n.op_type for n in model.graph.node].count("Resize"),
+        "resize_nodes_in_fp32": [n.op_type for n in model.graph.node].count("Resize"),
+        "resize_nodes_fp32": resize_nodes_fp32,
         "resize_scales_fp32": resize_scales_fp32,
         "normalisation_nodes": {op: ops.count(op) for op in ("Sub", "Div", "Softmax", "Einsum")},
         "casts_added": ops.count("Cast"),
@@ -232,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--int8", type=Path, default=INT8_MODEL, help="made by python -m bench.quantize")
     p.add_argument("--batches", default="1,2,4,8,16")
     p.add_argument("--threads", default="1,2")
-    p.add_argument("--min_time", type=float, default=2.0, help="seconds per setting and model")
+    p.add_argument("--min_time", type=float, default=1.5, help="seconds per setting and model")
     p.add_argument("--fp16_out", type=Path, help="also write the fp16 model here (GPU serving)")
     p.add_argument("--quick", action="store_true", help="a smoke test: tiny settings")
     a = p.parse_args(argv)

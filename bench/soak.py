@@ -8,14 +8,15 @@
 time, and compares the server's resident memory, open files and threads after warm-up with the same at the end.
 ``overload`` measures the unloaded p99 of one photo, the throughput the server sustains, then offers four times
 that throughput open-loop (arrivals do not wait for answers, as real users do not) and reports what was shed, the
-p99 of what was accepted, /healthz latency and peak memory. Results go to docs/perf/<soak|overload>.json; the
-figures and the commands are in docs/RELIABILITY.md.
+p99 of what was accepted, /healthz latency and peak memory. The result is printed as JSON (with the machine and
+the command) and written to --out when given; the figures and the commands are in docs/RELIABILITY.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import tempfile
 import time
@@ -28,7 +29,7 @@ import cv2
 import httpx
 import numpy as np
 
-from bench.common import photo_like, save, stats
+from bench.common import command, machine, photo_like, stats
 from tests.conftest import Server, launch
 from tests.corpus import ACCEPTED, REJECTED
 
@@ -118,38 +119,47 @@ async def post(client: httpx.AsyncClient, url: str, item: Item) -> tuple[int, fl
 
 
 async def soak(
-    url: str, pid: int, requests: int, concurrency: int, warmup: float = 0.1, sizes: tuple[tuple[int, int], ...] = SIZES
+    url: str,
+    pid: int,
+    requests: int,
+    concurrency: int,
+    warmup: float = 0.1,
+    sizes: tuple[tuple[int, int], ...] = SIZES,
+    pause: float = 5.0,
 ) -> dict[str, Any]:
-    """``requests`` requests from the mix, ``concurrency`` at a time; figures after warm-up and at the end."""
+    """``requests`` requests from the mix, ``concurrency`` at a time. The process is measured twice, both times
+    idle (queue empty, then ``pause`` seconds for connections to close): after the first ``warmup`` fraction of
+    the requests, and at the end."""
     mix = request_mix(sizes)
-    order = np.random.default_rng(0).integers(0, len(mix), requests)
+    order = iter(np.random.default_rng(0).integers(0, len(mix), requests))
     statuses: Counter[int] = Counter()
     unexpected: list[str] = []
     latencies: list[float] = []
-    done = 0
-    warm: dict[str, float] = {}
-    next_index = iter(range(requests))
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal done, warm
-        for i in next_index:
-            item = mix[order[i]]
-            status, seconds = await post(client, url, item)
-            statuses[status] += 1
-            if status != item.expect:
-                unexpected.append(f"{item.name}: {status}, expected {item.expect}")
-            elif status == 200:
-                latencies.append(seconds)
-            done += 1
-            if not warm and done >= requests * warmup:
-                warm = proc(pid)
+    async def run(count: int) -> float:
+        """``count`` requests; the seconds they took."""
+        todo = iter(range(count))
+        started = time.perf_counter()
 
-    started = time.perf_counter()
-    async with httpx.AsyncClient(timeout=120, limits=LIMITS) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    end = await settle(url, pid)
-    warm = warm or end
+        async def worker(client: httpx.AsyncClient) -> None:
+            for _ in todo:
+                item = mix[next(order)]
+                status, seconds = await post(client, url, item)
+                statuses[status] += 1
+                if status != item.expect:
+                    unexpected.append(f"{item.name}: {status}, expected {item.expect}")
+                elif status == 200:
+                    latencies.append(seconds)
+
+        async with httpx.AsyncClient(timeout=120, limits=LIMITS) as client:
+            await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+    first = max(1, int(requests * warmup))
+    elapsed = await run(first)
+    warm = await settle(url, pid, pause)
+    elapsed += await run(requests - first)
+    end = await settle(url, pid, pause)
     return {
         "requests": requests,
         "concurrency": concurrency,
@@ -288,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--factor", type=float, default=4.0, help="overload: offered load / capacity")
     parser.add_argument("--size", default="640x480", help="overload: the photo, WxH")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="server setting (repeat)")
-    parser.add_argument("--name", default="", help="result file name (default: the mode)")
+    parser.add_argument("--out", type=Path, help="also write the JSON result to this file")
     args = parser.parse_args(argv)
 
     server = start(args.env)
@@ -302,11 +312,20 @@ def main(argv: list[str] | None = None) -> None:
             item = Item(f"jpeg-{w}x{h}", encode(".jpg", photo_like(h, w, seed=3)), 200)
             result = asyncio.run(overload(server.url, pid, item, args.concurrency, args.seconds, args.factor))
             verdict = result["p99_ratio"] <= 2 and result["overload"]["healthz_failures"] == 0
-        result = {"settings": args.env, "pass": verdict, **result}
     finally:
         server.terminate()
-    save(args.name or args.mode, result)
-    print(result)
+    record = {
+        "command": command(),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "settings": args.env,
+        "pass": verdict,
+        **result,
+    }
+    text = json.dumps(record, indent=1, default=float)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

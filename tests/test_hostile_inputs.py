@@ -94,33 +94,33 @@ def test_what_the_upload_claims_to_be_does_not_matter(live_server: Server) -> No
 
 
 @pytest.mark.parametrize(
-    ("name", "request_kwargs", "status", "code"),
+    ("request_kwargs", "status", "code"),
     [
-        ("no_file_field", {"files": {"note": (None, "hi")}}, 422, "missing_field"),
+        pytest.param({"files": {"note": (None, "hi")}}, 422, "missing_field", id="no_file_field"),
         pytest.param(
-            "file_field_is_text",
             {"files": {"file": (None, "not a file")}},
             422,
             "invalid_field",
+            id="file_field_is_text",
             marks=PYTHON_REPR_IN_DETAIL,
         ),
-        pytest.param("form_urlencoded", {"data": {"file": "x"}}, 422, "invalid_field", marks=PYTHON_REPR_IN_DETAIL),
-        (
-            "raw_without_content_type",
+        pytest.param({"data": {"file": "x"}}, 422, "invalid_field", id="form_urlencoded", marks=PYTHON_REPR_IN_DETAIL),
+        pytest.param(
             {"content": b"\x89PNG\r\n\x1a\n", "headers": {"Content-Type": ""}},
             415,
             "unsupported_media_type",
+            id="raw_without_content_type",
         ),
-        (
-            "unknown_output_format",
+        pytest.param(
             {"files": {"file": ("a.png", b"")}, "params": {"format": "gif"}},
             422,
             "invalid_field",
+            id="unknown_output_format",
         ),
     ],
 )
 def test_malformed_requests_get_the_documented_error(
-    live_server: Server, name: str, request_kwargs: dict[str, object], status: int, code: str
+    live_server: Server, request_kwargs: dict[str, object], status: int, code: str
 ) -> None:
     r = httpx.post(live_server.url + "/colorize", timeout=30, **request_kwargs)  # type: ignore[arg-type]
     assert_json_error(r, status, code)

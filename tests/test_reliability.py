@@ -37,6 +37,7 @@ from tests.conftest import Server, free_port, gray_png, launch
 
 
 def metric(text: str, name: str) -> float:
+    """A sample from /metrics; 0 when absent (a labelled counter appears at its first increment)."""
     match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
 
@@ -135,40 +136,56 @@ def white_fails_model(path: Path, size: int = 8) -> None:
     onnx.save(model, str(path))
 
 
-def test_a_model_run_that_raises_fails_only_its_batch_and_the_service_recovers(
-    start_server: Callable[..., Server], tmp_path: Path
-) -> None:
-    model = tmp_path / "white-fails.onnx"
-    white_fails_model(model)
-    server = start_server(COLORIZER_MODEL_PATH=str(model), COLORIZER_MAX_BATCH_SIZE="1")
-    white = cv2.imencode(".png", np.full((16, 16), 255, np.uint8))[1].tobytes()
+@pytest.fixture(scope="module")
+def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The real service on white_fails_model, one image a batch: a white upload makes its own model run fail."""
+    root = tmp_path_factory.mktemp("fault")
+    white_fails_model(root / "white-fails.onnx")
+    server = launch(root, {"COLORIZER_MODEL_PATH": str(root / "white-fails.onnx"), "COLORIZER_MAX_BATCH_SIZE": "1"})
+    yield server
+    server.terminate()
 
-    uploads = [(white, "the-white-one")] + [(gray_png(32, 48), f"gray-{i}") for i in range(4)]
+
+WHITE = cv2.imencode(".png", np.full((16, 16), 255, np.uint8))[1].tobytes()
+
+
+def test_a_model_run_that_raises_fails_only_its_batch_and_the_service_recovers(fault_server: Server) -> None:
+    url = fault_server.url
+    uploads = [(WHITE, "the-white-one")] + [(gray_png(32, 48), f"gray-{i}") for i in range(4)]
 
     async def scenario() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=60) as client:
             return await asyncio.gather(
                 *(
-                    client.post(
-                        server.url + "/colorize", files={"file": ("a.png", body)}, headers={"X-Request-ID": rid}
-                    )
+                    client.post(url + "/colorize", files={"file": ("a.png", body)}, headers={"X-Request-ID": rid})
                     for body, rid in uploads
                 )
             )
 
-    white_r, *gray_rs = asyncio.run(scenario())
-    assert white_r.status_code == 500
-    assert set(white_r.json()) == {"detail", "code"}
-    assert [r.status_code for r in gray_rs] == [200] * 4
+    white, *grays = asyncio.run(scenario())
+    assert white.status_code == 500
+    assert set(white.json()) == {"detail", "code"}
+    assert [r.status_code for r in grays] == [200] * 4
     # Recovered: the next request is served, the service is still ready, nothing is stuck in the queue.
-    assert httpx.post(server.url + "/colorize", files={"file": ("a.png", gray_png(32, 48))}).status_code == 200
-    assert httpx.get(server.url + "/readyz").status_code == 200
-    text = httpx.get(server.url + "/metrics").text
+    assert httpx.post(url + "/colorize", files={"file": ("a.png", gray_png(32, 48))}).status_code == 200
+    assert httpx.get(url + "/readyz").status_code == 200
+    text = httpx.get(url + "/metrics").text
     assert metric(text, "colorizer_queue_depth") == 0
     assert metric(text, 'colorizer_images_total{outcome="error"}') == 1
-    failures = [line for line in server.log().splitlines() if "model run failed" in line]
+    failures = [line for line in fault_server.log().splitlines() if "model run failed" in line]
     assert len(failures) == 1, failures  # the batcher logs the failed run once, with its request ids
     assert "the-white-one" in failures[0]
+
+
+@pytest.mark.xfail(strict=True, reason="500s leave through ServerErrorMiddleware, outside our middleware: see doc")
+def test_a_failed_run_answers_with_its_request_id_and_logs_one_traceback(fault_server: Server) -> None:
+    """What a user quotes to support (X-Request-ID) must be on the 500 too; and one fault, one traceback."""
+    before = fault_server.log().count("Traceback")
+    r = httpx.post(fault_server.url + "/colorize", files={"file": ("w.png", WHITE)}, headers={"X-Request-ID": "w-2"})
+    assert r.status_code == 500
+    assert r.headers.get("x-request-id") == "w-2"
+    time.sleep(0.5)  # uvicorn logs an unhandled exception after the answer has gone
+    assert fault_server.log().count("Traceback") - before == 1
 
 
 async def test_a_failed_run_is_logged_once_with_every_request_id(caplog: pytest.LogCaptureFixture) -> None:
@@ -317,16 +334,28 @@ def test_clients_that_vanish_mid_upload_or_mid_response_leak_nothing(private_ser
     pid = server.process.pid
     small = gray_png(240, 320)
 
+    big = noise_png(1600, 1800)
+
     async def warm_up() -> None:
         async with httpx.AsyncClient(timeout=120) as client:
             posts = [client.post(server.url + "/colorize", files={"file": ("a.png", small)}) for _ in range(12)]
+            posts.append(client.post(server.url + "/colorize", files={"file": ("big.png", big)}))
             assert {r.status_code for r in await asyncio.gather(*posts)} == {200}
 
-    asyncio.run(warm_up())  # every pool thread started, arenas allocated: the baseline is the steady state
-    time.sleep(1)
-    baseline = proc(pid)
+    def settled() -> dict[str, float]:
+        """anyio retires worker threads idle for 10 s, but only when it is next given work: so wait, give it one
+        upload (spooled to disk, which goes through those threads), and count."""
+        time.sleep(10.5)
+        assert httpx.post(server.url + "/colorize", files={"file": ("big.png", big)}, timeout=60).status_code == 200
+        wait_until(lambda: queue_depth(server.url) == 0, 60, "the queue drained")
+        time.sleep(1)  # our own connections' close reaches the server
+        return proc(pid)
 
-    big = noise_png(1600, 1800)
+    # Every pool started (ours, and OpenCV's, which starts on the first image big enough to split), arenas
+    # allocated: the baseline is the steady state.
+    asyncio.run(warm_up())
+    baseline = settled()
+
     spooled, spooled_type = multipart("file", "big.png", big)
     for _ in range(6):
         start_then_vanish(server.url, spooled, spooled_type, send=len(spooled) // 2)  # mid-upload, spooled to disk
@@ -338,14 +367,15 @@ def test_clients_that_vanish_mid_upload_or_mid_response_leak_nothing(private_ser
 
     wait_until(lambda: queue_depth(server.url) == 0, 60, "the queue drained")
     wait_until(lambda: not temp_fds(pid, tmpdir), 30, "spooled uploads closed")
-    wait_until(lambda: proc(pid)["fds"] <= baseline["fds"], 30, f"open files back to {baseline['fds']:.0f}")
-    wait_until(lambda: proc(pid)["threads"] <= baseline["threads"], 30, f"threads back to {baseline['threads']:.0f}")
+    settled()
+    wait_until(lambda: proc(pid)["fds"] <= baseline["fds"], 10, f"open files back to {baseline['fds']:.0f}")
+    wait_until(lambda: proc(pid)["threads"] <= baseline["threads"], 10, f"threads back to {baseline['threads']:.0f}")
     assert private_server.new_files() == []
-    assert httpx.post(server.url + "/colorize", files={"file": ("a.png", small)}, timeout=60).status_code == 200
     log = server.log()
     assert "Traceback" not in log, log[-3000:]  # a vanished client is not a server error
     text = httpx.get(server.url + "/metrics").text
-    assert metric(text, 'colorizer_errors_total{status="500",code="internal_error"}') == 0
+    assert metric(text, 'colorizer_errors_total{code="internal_error",status="500"}') == 0
+    assert metric(text, 'colorizer_errors_total{code="client_disconnected",status="499"}') >= 12  # counted as such
 
 
 @pytest.mark.slow
@@ -354,7 +384,7 @@ def test_small_soak_answers_every_request_as_documented_and_returns_to_baseline(
 ) -> None:
     """300 of bench/soak.py's mixed requests (the 10,000-request run is in docs/RELIABILITY.md)."""
     server = private_server.server
-    result = asyncio.run(soak(server.url, server.process.pid, 300, 4, sizes=((64, 64), (240, 320))))
+    result = asyncio.run(soak(server.url, server.process.pid, 300, 4, sizes=((64, 64), (240, 320)), pause=1.0))
     assert result["unexpected_examples"] == []
     assert result["transport_errors"] == 0
     assert result["server_errors"] == 0
