@@ -1,9 +1,9 @@
 """Encode the result for the wire; PNG by default, fast settings chosen by bench/stages.py.
 
 PNG at levels 1–3 is written here: every row Sub-filtered in one vectorised pass, the image data deflated by
-ISA-L (the optional ``isal`` package) at the same level. On photos that is several times faster than libpng's
+ISA-L (the ``isal`` package) at the same level. On photos that is several times faster than libpng's
 level 1, whose per-row filter search costs more than the deflate, and the files are no larger
-(docs/PERFORMANCE.md). Level 0, levels 4–9 and installs without ``isal`` use OpenCV (libpng + zlib).
+(docs/PERFORMANCE.md). Level 0 and levels 4–9 use OpenCV (libpng + zlib).
 """
 
 from __future__ import annotations
@@ -11,18 +11,12 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable
-from types import ModuleType
 
 import cv2
 import numpy as np
+from isal import isal_zlib
 
 from app.errors import ApiError
-
-isal_zlib: ModuleType | None
-try:
-    from isal import isal_zlib
-except ImportError:  # optional dependency: OpenCV encodes every PNG then
-    isal_zlib = None
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -41,13 +35,7 @@ def check_format(fmt: str) -> str:
 def encode_image(img: np.ndarray, fmt: str, png_compression: int = 1) -> bytes:
     """uint8 BGR(A) -> encoded bytes. JPEG has no alpha, so it is dropped there."""
     if fmt == "png":
-        if (
-            isal_zlib is not None
-            and png_compression in ISAL_LEVELS
-            and img.dtype == np.uint8
-            and img.ndim == 3
-            and img.shape[2] in (3, 4)
-        ):
+        if png_compression in ISAL_LEVELS and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] in (3, 4):
             return png_isal(img, png_compression)
         ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, png_compression])
     elif fmt == "jpeg":
@@ -61,8 +49,6 @@ def encode_image(img: np.ndarray, fmt: str, png_compression: int = 1) -> bytes:
 
 def png_isal(img: np.ndarray, level: int) -> bytes:
     """uint8 (H, W, 3|4) BGR(A) -> PNG, deflated by ISA-L at ``level`` (1-3)."""
-    if isal_zlib is None:
-        raise RuntimeError("png_isal needs the isal package")
     compress = isal_zlib.compress
     return png_sub_filtered(img, lambda data: bytes(compress(data, level)))
 
