@@ -18,10 +18,20 @@ from enum import Enum
 
 import numpy as np
 
-from app.errors import overloaded
+from app.errors import ApiError, overloaded
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+def model_failed(cause: Exception) -> ApiError:
+    """What each request of a failed run gets: already logged above, so it leaves as a handled error (with the
+    request id and CORS headers, and no second traceback), not as an unhandled exception."""
+    error = ApiError(
+        500, "model_failed", "the model failed on the batch this request was in; it has been logged, try again"
+    )
+    error.__cause__ = cause
+    return error
 
 
 class Priority(Enum):
@@ -129,7 +139,7 @@ class DynamicBatcher:
                 )
                 for item in batch:
                     if not item.future.done():
-                        item.future.set_exception(exc)
+                        item.future.set_exception(model_failed(exc))
                 continue
             self._metrics.stage_duration.labels("inference").observe(time.monotonic() - started)
             for item, ab in zip(batch, outputs, strict=True):

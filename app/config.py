@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="largest request body")
     max_pixels: int = Field(50_000_000, ge=1, description="largest width × height accepted")
     request_timeout_s: float = Field(60.0, gt=0, description="deadline per request (504 past it)")
+    body_read_timeout_s: float = Field(60.0, gt=0, description="time a request body may take to arrive (408 past it)")
     api_keys: str = Field("", description="comma-separated API keys; empty = open")
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS; empty = none")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime CPU threads; 0 = one per core")

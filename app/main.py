@@ -52,14 +52,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(videos.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     install_error_handlers(app, service)
-    if settings.cors_origin_list:
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, read_timeout_s=settings.body_read_timeout_s
+    )
+    if settings.cors_origin_list:  # outside the body limit, so a 413 or 408 still reaches the page that asked
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=service.metrics)
     return app
 
@@ -84,7 +86,13 @@ def install_error_handlers(app: FastAPI, service: Service) -> None:
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        what = "is missing" if first.get("type") == "missing" else f"is invalid ({first.get('msg', 'bad value')})"
+        msg = str(first.get("msg", "bad value")).removeprefix("Value error, ")
+        if first.get("type") == "missing":
+            what = "is missing"
+        elif "UploadFile" in msg:  # a text value where a file belongs; pydantic's message names Python classes
+            what = "must be a file (a multipart part with a filename), not a text value"
+        else:
+            what = f"is invalid ({msg})"
         return respond(
             422,
             "missing_field" if first.get("type") == "missing" else "invalid_field",

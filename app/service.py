@@ -55,6 +55,7 @@ class Service:
         workers = settings.workers_threads or (os.cpu_count() or 1) + 1
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pipeline")
         self.background: list[Callable[[], Any]] = []  # extra shutdown hooks (video jobs)
+        self.preparing = 0  # admitted images being decoded, not yet in the batcher's queue
 
     @property
     def model(self) -> ModelRuntime:
@@ -104,6 +105,13 @@ class Service:
         if self.batcher:
             await asyncio.wait_for(self.batcher.stop(), self.settings.drain_timeout_s or None)
         self.executor.shutdown(wait=True)
+
+    def admit(self) -> None:
+        """Shed before decoding: images being decoded count against COLORIZER_MAX_QUEUE like queued ones, so an
+        overloaded server spends no CPU on images it will refuse anyway."""
+        waiting = self.preparing + (self.batcher.depth if self.batcher else 0)
+        if waiting >= self.settings.max_queue:
+            raise overloaded(f"the server is busy: {waiting} images are already waiting (COLORIZER_MAX_QUEUE)")
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU work (decode, Lab, resize, encode) off the event loop, on the bounded pipeline pool."""

@@ -54,7 +54,7 @@ async def test_a_failed_batch_fails_only_its_own_items_and_the_batcher_recovers(
     batcher = await run_batcher(runner, max_batch=2, delay=0.01)
     futures = [batcher.submit(item(v), f"r{v}") for v in (4.0, 5.0, 6.0, 7.0)]
     results = await asyncio.gather(*futures, return_exceptions=True)
-    assert [isinstance(r, RuntimeError) for r in results] == [True, True, False, False]
+    assert [isinstance(r, ApiError) and r.status == 500 for r in results] == [True, True, False, False]
     later = await batcher.submit(item(8.0), "r8")
     assert float(later[0, 0, 0]) == 8.0
     await batcher.stop()

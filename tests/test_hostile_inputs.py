@@ -24,7 +24,6 @@ from tests.corpus import ACCEPTED, REJECTED, Accepted, Rejected, exif_jpeg, png_
 DOC = ROOT / "docs" / "RELIABILITY.md"
 # app/main.py's validation handler passes pydantic's message through ("Expected UploadFile, received: <class 'str'>");
 # docs/RELIABILITY.md proposes the patch. Strict: once it lands these pass, and the mark must go.
-PYTHON_REPR_IN_DETAIL = pytest.mark.xfail(strict=True, reason="main.py validation message shows a Python repr")
 
 
 def post_multipart(server: Server, data: bytes, name: str = "upload.bin") -> httpx.Response:
@@ -102,9 +101,8 @@ def test_what_the_upload_claims_to_be_does_not_matter(live_server: Server) -> No
             422,
             "invalid_field",
             id="file_field_is_text",
-            marks=PYTHON_REPR_IN_DETAIL,
         ),
-        pytest.param({"data": {"file": "x"}}, 422, "invalid_field", id="form_urlencoded", marks=PYTHON_REPR_IN_DETAIL),
+        pytest.param({"data": {"file": "x"}}, 422, "invalid_field", id="form_urlencoded"),
         pytest.param(
             {"content": b"\x89PNG\r\n\x1a\n", "headers": {"Content-Type": ""}},
             415,

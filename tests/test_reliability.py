@@ -28,7 +28,6 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from app.batcher import DynamicBatcher
-from app.config import Settings
 from app.errors import ApiError
 from app.metrics import Metrics
 from app.upload import BodyLimitMiddleware
@@ -177,7 +176,6 @@ def test_a_model_run_that_raises_fails_only_its_batch_and_the_service_recovers(f
     assert "the-white-one" in failures[0]
 
 
-@pytest.mark.xfail(strict=True, reason="500s leave through ServerErrorMiddleware, outside our middleware: see doc")
 def test_a_failed_run_answers_with_its_request_id_and_logs_one_traceback(fault_server: Server) -> None:
     """What a user quotes to support (X-Request-ID) must be on the 500 too; and one fault, one traceback."""
     before = fault_server.log().count("Traceback")
@@ -463,12 +461,6 @@ def test_the_body_deadline_spares_prompt_uploads_and_slow_answers(guarded_echo: 
     assert (r.status_code, r.json()["code"]) == (413, "upload_too_large")
 
 
-@pytest.mark.xfail(
-    "body_read_timeout_s" not in Settings.model_fields,
-    reason="needs Settings.body_read_timeout_s, passed as BodyLimitMiddleware(read_timeout_s=...) in app/main.py",
-    strict=True,
-    run=False,
-)
 def test_the_service_answers_a_slowloris_with_408(start_server: Callable[..., Server]) -> None:
     server = start_server(COLORIZER_BODY_READ_TIMEOUT_S="1")
     with open_request(server.url, "/colorize", "image/png", 1000) as sock:
@@ -522,7 +514,6 @@ def test_cors_allows_the_listed_origin_and_no_other(guarded_server: Server) -> N
     assert "access-control-allow-origin" not in r.headers
 
 
-@pytest.mark.xfail(strict=True, reason="app/main.py adds CORSMiddleware inside BodyLimitMiddleware: see RELIABILITY.md")
 def test_a_refused_upload_still_carries_cors_headers(guarded_server: Server) -> None:
     """Otherwise the page sees an opaque network error instead of the 413's sentence."""
     r = httpx.post(

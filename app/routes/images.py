@@ -26,7 +26,7 @@ CHUNK = 256 * 1024
 Format = Annotated[str, Query(pattern="^(png|jpeg|jpg|webp)$", description="output format")]
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
@@ -42,6 +42,7 @@ async def colorize_bytes(service: Service, data: bytes, fmt: str) -> bytes:
         raise
     pixels = header.width * header.height
     try:
+        service.admit()
         service.pixels.acquire(pixels)
     except ApiError:
         service.metrics.images.labels("rejected").inc()
@@ -49,7 +50,11 @@ async def colorize_bytes(service: Service, data: bytes, fmt: str) -> bytes:
     try:
         async with asyncio.timeout(s.request_timeout_s):
             size = service.model.info.input_size
-            prepared = await service.in_thread(prepare, data, size, s.max_pixels, service.metrics)
+            service.preparing += 1
+            try:
+                prepared = await service.in_thread(prepare, data, size, s.max_pixels, service.metrics)
+            finally:
+                service.preparing -= 1
             ab = await service.infer(prepared.small_l, request_id_var.get())
             encoded = await service.in_thread(finish, prepared, ab, fmt, s.png_compression, service.metrics)
     except TimeoutError as exc:

@@ -13,7 +13,7 @@ from app.video.jobs import JobManager
 router = APIRouter(prefix="/videos", tags=["videos"], dependencies=[Depends(check_api_key)])
 
 
-def get_jobs(request: Request) -> JobManager:
+async def get_jobs(request: Request) -> JobManager:
     jobs: JobManager = request.app.state.video_jobs
     return jobs
 
