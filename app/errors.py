@@ -22,5 +22,9 @@ class ApiError(HTTPException):
         return {"detail": self.detail, "code": self.code}
 
 
+def not_ready() -> ApiError:
+    return ApiError(503, "not_ready", "the model is still loading; try again shortly", {"Retry-After": "2"})
+
+
 def overloaded(detail: str, retry_after_s: int = 1) -> ApiError:
     return ApiError(503, "overloaded", detail, {"Retry-After": str(retry_after_s)})

@@ -16,7 +16,7 @@ import numpy as np
 
 from app.batcher import DynamicBatcher, Priority
 from app.config import Settings
-from app.errors import ApiError, overloaded
+from app.errors import not_ready, overloaded
 from app.metrics import Metrics
 from app.runtime import CUDA, ModelRuntime
 
@@ -60,7 +60,7 @@ class Service:
     @property
     def model(self) -> ModelRuntime:
         if self.runtime is None:
-            raise ApiError(503, "not_ready", "the model is still loading; try again shortly", {"Retry-After": "2"})
+            raise not_ready()
         return self.runtime
 
     async def start(self) -> None:
@@ -121,5 +121,5 @@ class Service:
         self, small_l: np.ndarray, request_id: str, priority: Priority = Priority.INTERACTIVE
     ) -> np.ndarray:
         if self.batcher is None:
-            raise ApiError(503, "not_ready", "the model is still loading; try again shortly", {"Retry-After": "2"})
+            raise not_ready()
         return await self.batcher.submit(small_l, request_id, priority)

@@ -37,11 +37,7 @@ async def colorize_bytes(service: Service, data: bytes, fmt: str) -> bytes:
     try:
         header = read_header(data)  # cheap, on the loop: refuses bombs before any thread or memory is spent
         check_pixels(header, s.max_pixels)
-    except ApiError:
-        service.metrics.images.labels("rejected").inc()
-        raise
-    pixels = header.width * header.height
-    try:
+        pixels = header.width * header.height
         service.admit()
         service.pixels.acquire(pixels)
     except ApiError:
