@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from app.color import lightness, lightness_u8
 from app.errors import ApiError
 from app.image_header import Header, read_header
 
@@ -19,8 +20,35 @@ class DecodedImage:
     format: str
 
 
+@dataclass
+class DecodedLightness:
+    lightness: np.ndarray  # (H, W) float32 L in [0, 100], orientation applied
+    alpha: np.ndarray | None  # (H, W) in the source dtype, or None when the file has no alpha
+    format: str
+
+
+def decode_lightness(data: bytes, max_pixels: int) -> DecodedLightness:
+    """Bytes -> full-size L and alpha: the same numbers as lightness(decode_image(...).color), but an 8-bit
+    photo never becomes a full-size float BGR image, and orientation turns one channel instead of three."""
+    header, img = _imdecode(data, max_pixels)
+    if img.dtype != np.uint8 or (img.ndim == 3 and img.shape[2] == 2):
+        decoded = _from_pixels(img, header, data)
+        return DecodedLightness(lightness(decoded.color), decoded.alpha, decoded.format)
+    alpha = img[:, :, 3] if img.ndim == 3 and img.shape[2] == 4 else None
+    full_l = lightness_u8(img if img.ndim == 2 else img[:, :, :3])
+    orientation = exif_orientation(data) if header.format == "jpeg" else 1
+    if alpha is not None:
+        alpha = apply_orientation(alpha, orientation)
+    return DecodedLightness(np.ascontiguousarray(apply_orientation(full_l, orientation)), alpha, header.format)
+
+
 def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     """Bytes -> float BGR in [0, 1] plus alpha; 8/16-bit, gray/BGR/BGRA, EXIF orientation applied."""
+    header, img = _imdecode(data, max_pixels)
+    return _from_pixels(img, header, data)
+
+
+def _imdecode(data: bytes, max_pixels: int) -> tuple[Header, np.ndarray]:
     header = read_header(data)
     check_pixels(header, max_pixels)
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -28,6 +56,10 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
         raise ApiError(400, "undecodable_image", f"the {header.format.upper()} file is damaged or truncated")
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
+    return header, img
+
+
+def _from_pixels(img: np.ndarray, header: Header, data: bytes) -> DecodedImage:
     if img.dtype not in (np.uint8, np.uint16):
         img = _float_to_uint16(img)
     scale = 1.0 / (65535.0 if img.dtype == np.uint16 else 255.0)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.color import join, lightness, model_input
-from app.decode import decode_image
+from app.decode import decode_lightness
 from app.encode import encode_image
 from app.metrics import Metrics
 
@@ -31,12 +31,11 @@ def _observe(metrics: Metrics | None, stage: str, started: float) -> float:
 def prepare(data: bytes, size: int, max_pixels: int, metrics: Metrics | None = None) -> Prepared:
     """Upload bytes -> L at full size and at the model's size. Raises ApiError for bad input."""
     t = time.perf_counter()
-    decoded = decode_image(data, max_pixels)
+    decoded = decode_lightness(data, max_pixels)  # decode and L in one step: no full-size float BGR
     t = _observe(metrics, "decode", t)
-    full_l = lightness(decoded.color)
-    small = model_input(full_l, size)
+    small = model_input(decoded.lightness, size)
     _observe(metrics, "preprocess", t)
-    return Prepared(full_l, small, decoded.alpha)
+    return Prepared(decoded.lightness, small, decoded.alpha)
 
 
 def prepare_array(color: np.ndarray, size: int) -> Prepared:

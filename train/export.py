@@ -1,6 +1,6 @@
 """Export CLI: checkpoint -> self-describing ONNX file, checked and compared with PyTorch.
 
-python -m train.export runs/default/last.pt models/colorizer.onnx --version 1.0.0
+python -m train.export runs/default/last.pt models/colorizer.onnx --version 1.0.1
 """
 
 from __future__ import annotations
