@@ -37,7 +37,7 @@ def join(full_l: np.ndarray, ab: np.ndarray, alpha: np.ndarray | None = None) ->
     """Model colour + original detail: ab (2, h, w) upsampled to L's size, Lab -> uint8 BGR(A).
 
     Through OpenCV's 8-bit Lab (L·255/100, a + 128, b + 128), whose Lab -> BGR is fixed-point: half the time of
-    the float conversion at full size, within 2 levels of it (docs/PERFORMANCE.md)."""
+    the float conversion at full size, within 5 levels of it, 0.5 on average (docs/PERFORMANCE.md)."""
     height, width = full_l.shape
     ab8 = np.clip(np.rint(ab.transpose(1, 2, 0) + 128.0), 0, 255).astype(np.uint8)  # (h, w, 2), small
     ab_full = cv2.resize(ab8, (width, height), interpolation=cv2.INTER_LINEAR)  # (H, W, 2)

@@ -26,14 +26,19 @@ class Settings(BaseSettings):
         -1, le=1000, description="wait to fill a batch; <0 = per provider (CUDA 5, CPU 2)"
     )
     max_queue: int = Field(64, ge=1, description="images waiting for the model before 503")
+    max_in_flight: int = Field(
+        0, ge=0, description="images being colourised at once before 503; 0 = CPU 1 per core, CUDA 4 × max batch"
+    )
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="largest request body")
     max_pixels: int = Field(50_000_000, ge=1, description="largest width × height accepted")
     request_timeout_s: float = Field(60.0, gt=0, description="deadline per request (504 past it)")
     body_read_timeout_s: float = Field(60.0, gt=0, description="time a request body may take to arrive (408 past it)")
     api_keys: str = Field("", description="comma-separated API keys; empty = open")
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS; empty = none")
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime CPU threads; 0 = one per core")
-    png_compression: int = Field(1, ge=0, le=9, description="PNG zlib level: 1 is fast and nearly as small")
+    intra_op_threads: int = Field(
+        0, ge=0, description="ONNX Runtime CPU threads; 0 = half the cores (at least 1), the rest decode and encode"
+    )
+    png_compression: int = Field(2, ge=0, le=9, description="PNG zlib level: 2 is fast; 9 is ~15% smaller, ~10x slower")
     drain_timeout_s: float = Field(30.0, ge=0, description="grace for in-flight work on SIGTERM")
     workers_threads: int = Field(0, ge=0, description="threads for decode/encode; 0 = cores + 1")
     video_dir: Path = Field(Path(os.environ.get("TMPDIR", "/tmp")) / "colorizer-videos", description="video jobs")

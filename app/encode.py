@@ -32,7 +32,7 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-def encode_image(img: np.ndarray, fmt: str, png_compression: int = 1) -> bytes:
+def encode_image(img: np.ndarray, fmt: str, png_compression: int = 2) -> bytes:
     """uint8 BGR(A) -> encoded bytes. JPEG has no alpha, so it is dropped there."""
     if fmt == "png":
         if png_compression in ISAL_LEVELS and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] in (3, 4):

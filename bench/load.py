@@ -1,9 +1,9 @@
 """Load on real servers over loopback: the service with batching on and off, the naive server, and the model
-in-process, side by side in one run, on the same photo-like 512×512 JPEGs; and the service again with each model
-variant and with bench/proposals/*.patch applied to a copy of app/ (the "candidate"), at the loads the targets name.
+in-process, side by side in one run, on the same photo-like 512×512 JPEGs; and the service again with the int8
+model and with one ONNX Runtime thread per core, at the loads the targets name.
 
-    .venv/bin/python -m bench.load                 # service vs naive vs in-process vs candidate (~4 min)
-    .venv/bin/python -m bench.load --sweep         # the batching defaults: max batch × delay (~2 min)
+    .venv/bin/python -m bench.load                 # service vs naive vs in-process vs variants (~4 min)
+    .venv/bin/python -m bench.load --sweep         # the batching defaults: max batch × delay, threads (~2 min)
     .venv/bin/python -m bench.load --quick         # a smoke test
 
 Every load is closed-loop (each client sends its next request when the last one answers), bounded by a request
@@ -18,7 +18,6 @@ import http.client
 import itertools
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,17 +31,28 @@ from typing import Any
 
 import httpx
 import numpy as np
-import onnx
 
+from app.config import Settings
 from app.pipeline import finish, prepare
 from app.runtime import ModelRuntime
 from bench.common import CACHE, INT8_MODEL, MODEL, ROOT, SIZES_MP, photo_jpeg, save, stats
-from bench.graphs import softmax_last_axis
 
 PHOTO_SIDE = 512
 CONCURRENCY = (1, 2, 4, 8, 16, 32)
-# (max batch, delay ms, ONNX Runtime intra-op threads; 0 = one per core)
-SWEEP = ((1, 0, 0), (2, 2, 0), (4, 0, 0), (4, 2, 0), (8, 2, 0), (8, 5, 0), (16, 5, 0), (4, 2, 1))
+CORES = len(os.sched_getaffinity(0))
+# (max batch, delay ms, ONNX Runtime intra-op threads; None = the service's default): the batching settings at the
+# default thread count, and the default batching with one thread per core.
+Config = tuple[int, int, int | None]
+SWEEP: tuple[Config, ...] = (
+    (1, 0, None),
+    (2, 2, None),
+    (4, 0, None),
+    (4, 2, None),
+    (8, 2, None),
+    (8, 5, None),
+    (16, 5, None),
+    (4, 2, CORES),
+)
 
 # ---------------------------------------------------------------- servers
 
@@ -76,17 +86,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(
-    name: str, target: str, env: dict[str, str], ready: str, cwd: Path = ROOT, timeout: float = 120
-) -> Server:
-    """``uvicorn <target>`` from ``cwd`` on a free loopback port, one worker, waiting until ``ready`` answers 200."""
+def start_server(name: str, target: str, env: dict[str, str], ready: str, timeout: float = 120) -> Server:
+    """``uvicorn <target>`` on a free loopback port, one worker, waiting until ``ready`` answers 200."""
     port = free_port()
     CACHE.mkdir(parents=True, exist_ok=True)
     log_path = CACHE / f"server-{name}-{port}.log"
     full_env = {**os.environ, "COLORIZER_PROVIDERS": "cpu", **env}
     cmd = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(name, f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,23 +110,19 @@ def start_server(
     raise RuntimeError(f"{name} was not ready in {timeout} s; see {log_path}")
 
 
-def service(env: dict[str, str] | None = None, name: str = "service", model: Path = MODEL, cwd: Path = ROOT) -> Server:
-    """The service as ``uvicorn app.main:app`` serves it; ``cwd`` may be another checkout (a candidate patch)."""
-    return start_server(name, "app.main:app", {"COLORIZER_MODEL_PATH": str(model), **(env or {})}, "/readyz", cwd)
+def service(env: dict[str, str] | None = None, name: str = "service") -> Server:
+    """The service as ``uvicorn app.main:app`` serves it, with the shipped model unless ``env`` names another."""
+    return start_server(name, "app.main:app", {"COLORIZER_MODEL_PATH": str(MODEL), **(env or {})}, "/readyz")
 
 
-def variants() -> dict[str, Path]:
-    """Models besides the shipped one that the service is also loaded with: the same fp32 model with its softmax
-    on the last axis (bench/graphs.py: what the proposed export change gives) and the int8 model."""
-    out = {}
-    rewritten, changed = softmax_last_axis(onnx.load(str(MODEL)))
-    if changed:
-        path = CACHE / "colorizer.lastaxis.onnx"
-        CACHE.mkdir(parents=True, exist_ok=True)
-        onnx.save(rewritten, str(path))
-        out["lastaxis"] = path
+def variants() -> dict[str, dict[str, str]]:
+    """The service's other configurations, by name and environment: the int8 model (where bench.quantize has
+    written it), and one ONNX Runtime thread per core, to set the default thread count beside."""
+    out: dict[str, dict[str, str]] = {}
     if INT8_MODEL.exists():
-        out["int8"] = INT8_MODEL
+        out["int8"] = {"COLORIZER_MODEL_PATH": str(INT8_MODEL)}
+    if CORES > 1:
+        out[f"threads{CORES}"] = {"COLORIZER_INTRA_OP_THREADS": str(CORES)}
     return out
 
 
@@ -135,23 +139,6 @@ def batch_histogram(url: str) -> tuple[float, float]:
     total = re.search(r"^colorizer_batch_size_sum\s+(\S+)", text, re.M)
     count = re.search(r"^colorizer_batch_size_count\s+(\S+)", text, re.M)
     return (float(total.group(1)), float(count.group(1))) if total and count else (0.0, 0.0)
-
-
-def candidate_tree() -> Path | None:
-    """A copy of app/ with bench/proposals/*.patch applied, to serve beside the real one; None when there is no
-    proposal or one no longer applies (then it has landed, or app/ moved on and the patch needs redoing)."""
-    patches = sorted((ROOT / "bench" / "proposals").glob("*.patch"))
-    if not patches:
-        return None
-    tree = CACHE / "candidate"
-    shutil.rmtree(tree, ignore_errors=True)
-    shutil.copytree(ROOT / "app", tree / "app", ignore=shutil.ignore_patterns("__pycache__"))
-    for patch in patches:
-        applied = subprocess.run(["git", "apply", str(patch)], cwd=tree, capture_output=True, text=True)
-        if applied.returncode:
-            print(f"{patch.name} does not apply to app/ ({applied.stderr.strip()}): no candidate server")
-            return None
-    return tree
 
 
 # ---------------------------------------------------------------- load
@@ -203,15 +190,23 @@ async def closed_loop(
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
 
         async def one(payload: bytes) -> None:
+            """One photo, as a well-behaved client sends it: a 503 is retried after its Retry-After, and the
+            latency counts from the first attempt."""
             t = time.perf_counter()
-            try:
-                r = await client.post("/colorize", files={"file": ("photo.jpg", payload, "image/jpeg")})
+            while True:
+                try:
+                    r = await client.post("/colorize", files={"file": ("photo.jpg", payload, "image/jpeg")})
+                except httpx.HTTPError as exc:
+                    statuses[type(exc).__name__] += 1
+                    return
                 statuses[str(r.status_code)] += 1
-                if r.status_code == 200:
-                    latencies.append(time.perf_counter() - t)
-            except httpx.HTTPError as exc:
-                statuses[type(exc).__name__] += 1
+                if r.status_code != 503 or time.perf_counter() > deadline:
+                    break
+                await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+            if r.status_code == 200:
+                latencies.append(time.perf_counter() - t)
 
+        deadline = time.perf_counter() + 60
         await asyncio.gather(*(one(payloads[i % len(payloads)]) for i in range(min(concurrency, 4))))  # warm-up
         started = time.perf_counter()
         deadline = started + max_seconds
@@ -224,12 +219,13 @@ async def closed_loop(
         latencies.clear()
         await asyncio.gather(*(client_loop() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    ok = statuses.get("200", 0)
+    ok, shed = statuses.get("200", 0), statuses.get("503", 0)
     return {
         "concurrency": concurrency,
         "requests": sum(statuses.values()),
         "ok": ok,
-        "errors": sum(statuses.values()) - ok,
+        "shed": shed,  # 503 + Retry-After, retried: the admission bound at work, not a failure
+        "errors": sum(statuses.values()) - ok - shed,
         "statuses": dict(statuses),
         "seconds": elapsed,
         "images_per_s": ok / elapsed,
@@ -253,7 +249,7 @@ def measure(server: Server, payloads: list[bytes], concurrency: int, max_request
     row["server"] = server.name
     print(
         f"{server.name:>16} c={concurrency:>2}: {row['images_per_s']:6.1f} img/s  p50 {row['p50_ms']:7.1f}  "
-        f"p95 {row['p95_ms']:7.1f}  p99 {row['p99_ms']:7.1f} ms  errors {row['errors']}  "
+        f"p95 {row['p95_ms']:7.1f}  p99 {row['p99_ms']:7.1f} ms  shed {row['shed']}  errors {row['errors']}  "
         f"batch {row['mean_batch'] or 0:4.2f}  healthz p99 {row['healthz']['p99_ms']:6.1f} ms"
     )
     return row
@@ -293,18 +289,20 @@ def large_photo(server: Server, data: bytes, max_requests: int, max_seconds: flo
 
 def in_process(model: Path, payloads: list[bytes], batch: int, seconds: float, variant: str = "fp32") -> dict[str, Any]:
     """The bare model's ceiling for this service: in one process, no HTTP, no queue: prepare each photo, run the
-    model on batches, finish each (join + PNG), one step after another."""
-    runtime = ModelRuntime(model, ["CPUExecutionProvider"])
+    model on batches, finish each (join + PNG), one step after another, with the service's settings (threads, PNG
+    level)."""
+    settings = Settings(model_path=model, providers="cpu")
+    runtime = ModelRuntime.from_settings(settings)
     size = runtime.info.input_size
     runtime.run(np.full((batch, 1, size, size), 50, np.float32))
     images = 0
     started = time.perf_counter()
     for i in itertools.count():
         chunk = [payloads[(i * batch + k) % len(payloads)] for k in range(batch)]
-        prepared = [prepare(data, size, 50_000_000) for data in chunk]
+        prepared = [prepare(data, size, settings.max_pixels) for data in chunk]
         ab = runtime.run(np.stack([p.small_l for p in prepared]))  # (N, 2, h, w)
         for p, one in zip(prepared, ab, strict=True):
-            finish(p, one, "png", 1)
+            finish(p, one, "png", settings.png_compression)
         images += batch
         if time.perf_counter() - started >= seconds:
             break
@@ -313,11 +311,13 @@ def in_process(model: Path, payloads: list[bytes], batch: int, seconds: float, v
         "model": model.name,
         "variant": variant,
         "batch": batch,
+        "threads": runtime.session.get_session_options().intra_op_num_threads,
+        "png_compression": settings.png_compression,
         "images": images,
         "seconds": elapsed,
         "images_per_s": images / elapsed,
     }
-    print(f"in-process {model.name} batch={batch}: {row['images_per_s']:.1f} img/s")
+    print(f"in-process {model.name} batch={batch} threads={row['threads']}: {row['images_per_s']:.1f} img/s")
     return row
 
 
@@ -325,20 +325,15 @@ def in_process(model: Path, payloads: list[bytes], batch: int, seconds: float, v
 
 
 def compare(
-    levels: list[int],
-    payloads: list[bytes],
-    large: bytes,
-    max_requests: int,
-    seconds: float,
-    n_large: int,
-    candidate: bool,
+    levels: list[int], payloads: list[bytes], large: bytes, max_requests: int, seconds: float, n_large: int
 ) -> dict[str, Any]:
-    """The service (batching on and off), its model variants, the candidate and the naive server, side by side."""
+    """The service (batching on and off), its variants, the naive server and the model in-process, side by side."""
     result: dict[str, Any] = {}
     runs: list[dict[str, Any]] = []
     others = variants()
     result["in_process"] = [in_process(MODEL, payloads, b, seconds / 2) for b in (1, 4)]
-    result["in_process"] += [in_process(path, payloads, 4, seconds / 2, name) for name, path in others.items()]
+    if "int8" in others:
+        result["in_process"].append(in_process(INT8_MODEL, payloads, 4, seconds / 2, "int8"))
     for name, env in (("service", {}), ("service-nobatch", {"COLORIZER_MAX_BATCH_SIZE": "1"})):
         server = service(env, name)
         try:
@@ -347,13 +342,8 @@ def compare(
                 result["large_service"] = large_photo(server, large, n_large, 60)
         finally:
             server.stop()
-    extra = [(variant, path, ROOT) for variant, path in others.items()]
-    tree = candidate_tree() if candidate else None
-    if tree:
-        with_fix = [("lastaxis", others["lastaxis"])] if "lastaxis" in others else []
-        extra += [(f"candidate-{variant}", path, tree) for variant, path in [("fp32", MODEL), *with_fix]]
-    for variant, path, cwd in extra:  # only at the load levels the targets name
-        server = service({}, f"service-{variant}", path, cwd)
+    for variant, env in others.items():  # only at the load levels the targets name
+        server = service(env, f"service-{variant}")
         try:
             runs += [measure(server, payloads, c, max_requests, seconds) for c in (4, 8) if c in levels]
             result[f"large_service-{variant}"] = large_photo(server, large, max(1, n_large // 2), 30)
@@ -369,21 +359,16 @@ def compare(
 
 
 def sweep_batching(
-    configs: tuple[tuple[int, int, int], ...],
-    levels: list[int],
-    payloads: list[bytes],
-    max_requests: int,
-    seconds: float,
+    configs: tuple[Config, ...], levels: list[int], payloads: list[bytes], max_requests: int, seconds: float
 ) -> dict[str, Any]:
-    """The service with each (COLORIZER_MAX_BATCH_SIZE, COLORIZER_MAX_BATCH_DELAY_MS, COLORIZER_INTRA_OP_THREADS)."""
+    """The service with each (COLORIZER_MAX_BATCH_SIZE, COLORIZER_MAX_BATCH_DELAY_MS, COLORIZER_INTRA_OP_THREADS);
+    threads None leaves the last unset, so the service picks its default."""
     runs = []
     for size, delay, threads in configs:
-        env = {
-            "COLORIZER_MAX_BATCH_SIZE": str(size),
-            "COLORIZER_MAX_BATCH_DELAY_MS": str(delay),
-            "COLORIZER_INTRA_OP_THREADS": str(threads),
-        }
-        server = service(env, f"sweep b{size} d{delay} t{threads}")
+        env = {"COLORIZER_MAX_BATCH_SIZE": str(size), "COLORIZER_MAX_BATCH_DELAY_MS": str(delay)}
+        if threads is not None:
+            env["COLORIZER_INTRA_OP_THREADS"] = str(threads)
+        server = service(env, f"sweep b{size} d{delay} t{threads or 'default'}")
         try:
             for c in levels:
                 row = measure(server, payloads, c, max_requests, seconds)
@@ -400,22 +385,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max_requests", type=int, default=600, help="per load level")
     p.add_argument("--seconds", type=float, default=6.0, help="per load level")
     p.add_argument("--large", type=int, default=4, help="12 MP requests per server")
-    p.add_argument("--sweep", action="store_true", help="the batching sweep (max batch × delay) instead")
-    p.add_argument("--no_candidate", action="store_true", help="skip app/ with bench/proposals/*.patch applied")
+    p.add_argument("--sweep", action="store_true", help="the batching sweep (max batch × delay, threads) instead")
     p.add_argument("--quick", action="store_true", help="a smoke test: tiny settings")
     a = p.parse_args(argv)
     levels = [int(c) for c in a.concurrency.split(",")]
     configs, sweep_levels = SWEEP, [8, 16]
     if a.quick:
         levels, a.max_requests, a.seconds, a.large = [1, 4], 12, 2.0, 1
-        configs, sweep_levels = ((1, 0, 0), (4, 2, 1)), [4]
+        configs, sweep_levels = ((1, 0, None), (4, 2, CORES)), [4]
     payloads = [photo_jpeg(PHOTO_SIDE, PHOTO_SIDE, seed=s) for s in range(8)]
     header = {"photo": f"{PHOTO_SIDE}×{PHOTO_SIDE} JPEG q90", "payload_kb": np.mean([len(x) for x in payloads]) / 1024}
     if a.sweep:
         save("load-sweep", {**header, **sweep_batching(configs, sweep_levels, payloads, a.max_requests, a.seconds)})
         return
     large = photo_jpeg(*SIZES_MP["12"], seed=1)
-    result = compare(levels, payloads, large, a.max_requests, a.seconds, a.large, not a.no_candidate)
+    result = compare(levels, payloads, large, a.max_requests, a.seconds, a.large)
     save("load", {**header, **result})
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.quantize                      # models/colorizer.onnx -> models/colorizer.int8.onnx
 
-Calibration feeds L at the model's size made exactly as the service makes it (app.decode, app.color). The
+Calibration feeds L at the model's size made exactly as the service makes it (app.pipeline.prepare). The
 quality check is train/evaluate.py's ``evaluate()`` on the validation split, fp32 and int8 side by side.
 """
 
@@ -25,13 +25,11 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from app.color import lightness, model_input
-from app.decode import decode_image
+from app.pipeline import prepare
 from bench.common import INT8_MODEL, MODEL, save, validation_photos
-from bench.graphs import softmax_last_axis
 
-# The last conv gives bin logits that are divided by the annealed-mean temperature (0.38) before the softmax,
-# so its rounding error is amplified 2.6×; it is ~6% of the MACs. Kept fp32 unless --quantize_head.
+# The last conv gives bin logits that are divided by the annealed-mean temperature (0.7) before the softmax,
+# so its rounding error is amplified 1.4×; it is ~6% of the MACs. Kept fp32 unless --quantize_head.
 HEAD_NODE = "/head/Conv"
 # The global branch ends in one vector per image that is added to every pixel: its rounding error shifts the colour
 # of the whole photo. Quantised, it cost 1.1 dB PSNR on the validation split; kept fp32, 0.1 dB (docs/PERFORMANCE.md).
@@ -50,8 +48,7 @@ def model_size(path: Path) -> int:
 
 def service_lightness(path: Path, size: int) -> np.ndarray:
     """(1, 1, S, S) float32 L of a photo, as the service computes it from the uploaded bytes."""
-    decoded = decode_image(path.read_bytes(), max_pixels=10**9)
-    return model_input(lightness(decoded.color), size)[None]
+    return prepare(path.read_bytes(), size, max_pixels=10**9).small_l[None]
 
 
 class PhotoReader(CalibrationDataReader):  # type: ignore[misc]
@@ -73,7 +70,6 @@ def quantize(
     per_channel: bool = True,
     reduce_range: bool = False,
     quantize_head: bool = False,
-    last_axis: bool = True,
     keep_fp32: tuple[str, ...] = (),
 ) -> dict[str, object]:
     """Write the int8 model with the fp32 model's metadata (plus how it was quantised); return the settings."""
@@ -94,13 +90,8 @@ def quantize(
         "excluded": excluded,
     }
     with tempfile.TemporaryDirectory() as tmp:
-        source = onnx.load(str(fp32))
-        if last_axis:
-            source, changed = softmax_last_axis(source)
-            settings["softmax_last_axis"] = changed
-        src, pre = Path(tmp) / "src.onnx", Path(tmp) / "pre.onnx"
-        onnx.save(source, str(src))
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         quantize_static(
             str(pre),
             str(out),
@@ -116,7 +107,7 @@ def quantize(
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
     model = onnx.load(str(out))
-    meta = {p.key: p.value for p in source.metadata_props}
+    meta = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
     meta["colorizer.version"] = meta.get("colorizer.version", "unknown") + "-int8"
     meta["colorizer.quantization"] = ", ".join(f"{k}={v}" for k, v in settings.items())
     del model.metadata_props[:]
@@ -152,7 +143,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reduce_range", action="store_true", help="7-bit weights (avoids AVX2 u8s8 saturation)")
     p.add_argument("--quantize_head", action="store_true", help="also quantise the bin-logit conv")
     p.add_argument("--keep_fp32", default=KEEP_FP32, help="comma-separated node-name prefixes left in fp32")
-    p.add_argument("--keep_softmax", action="store_true", help="keep the exported Softmax(axis=1) + Einsum")
     p.add_argument("--limit", type=int, default=0, help="at most this many validation photos")
     p.add_argument("--no_eval", action="store_true")
     a = p.parse_args(argv)
@@ -169,7 +159,6 @@ def main(argv: list[str] | None = None) -> None:
         not a.per_tensor,
         a.reduce_range,
         a.quantize_head,
-        not a.keep_softmax,
         keep_fp32,
     )
     seconds = time.perf_counter() - started

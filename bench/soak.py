@@ -29,6 +29,7 @@ import cv2
 import httpx
 import numpy as np
 
+from bench import rawhttp
 from bench.common import command, machine, photo_like, stats
 from tests.conftest import Server, launch
 from tests.corpus import ACCEPTED, REJECTED
@@ -181,20 +182,34 @@ async def soak(
 # ---------------------------------------------------------------- overload
 
 
+async def raw_post(url: str, request: bytes) -> tuple[int, float, str]:
+    """(status, seconds, Retry-After) of one prepared request; status 0 for a transport error."""
+    started = time.perf_counter()
+    try:
+        status, headers, _ = await asyncio.wait_for(rawhttp.send(url, request), 120)
+    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
+        return 0, time.perf_counter() - started, ""
+    return status, time.perf_counter() - started, headers.get("retry-after", "")
+
+
+def colorize_request(url: str, item: Item) -> bytes:
+    return rawhttp.multipart_post(url, "/colorize", "file", item.name, item.data)
+
+
 async def closed_loop(url: str, item: Item, concurrency: int, seconds: float) -> tuple[list[float], float]:
     """Each of ``concurrency`` clients sends its next request when the last is answered: (latencies, req/s)."""
     latencies: list[float] = []
     stop = time.perf_counter() + seconds
+    request = colorize_request(url, item)
 
-    async def client_loop(client: httpx.AsyncClient) -> None:
+    async def client_loop() -> None:
         while time.perf_counter() < stop:
-            status, took = await post(client, url, item)
+            status, took, _ = await raw_post(url, request)
             if status == 200:
                 latencies.append(took)
 
     started = time.perf_counter()
-    async with httpx.AsyncClient(timeout=120, limits=LIMITS) as client:
-        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
+    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
     return latencies, len(latencies) / (time.perf_counter() - started)
 
 
@@ -206,35 +221,26 @@ async def open_loop(url: str, item: Item, rate: float, seconds: float) -> dict[s
     health: list[tuple[int, float]] = []
     stop = asyncio.Event()
 
-    async def one(client: httpx.AsyncClient) -> None:
-        started = time.perf_counter()
-        try:
-            r = await client.post(url + "/colorize", files={"file": (item.name, item.data)})
-            results.append((r.status_code, time.perf_counter() - started, r.headers.get("retry-after", "")))
-        except httpx.TransportError:
-            results.append((0, time.perf_counter() - started, ""))
+    request, healthz = colorize_request(url, item), rawhttp.get(url, "/healthz")
+
+    async def one() -> None:
+        results.append(await raw_post(url, request))
 
     async def probe() -> None:
-        async with httpx.AsyncClient(timeout=60) as prober:
-            while not stop.is_set():
-                started = time.perf_counter()
-                try:
-                    status = (await prober.get(url + "/healthz")).status_code
-                except httpx.TransportError:
-                    status = 0
-                health.append((status, time.perf_counter() - started))
-                await asyncio.sleep(0.1)
+        while not stop.is_set():
+            status, took, _ = await raw_post(url, healthz)
+            health.append((status, took))
+            await asyncio.sleep(0.1)
 
     prober = asyncio.create_task(probe())
     tasks = []
-    async with httpx.AsyncClient(timeout=120, limits=LIMITS) as client:
-        started = time.perf_counter()
-        next_at = started
-        while next_at < started + seconds:
-            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(client)))
-            next_at += rng.exponential(1 / rate)
-        await asyncio.gather(*tasks)
+    started = time.perf_counter()
+    next_at = started
+    while next_at < started + seconds:
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        tasks.append(asyncio.create_task(one()))
+        next_at += rng.exponential(1 / rate)
+    await asyncio.gather(*tasks)
     stop.set()
     await prober
     statuses = Counter(s for s, _, _ in results)
@@ -252,12 +258,16 @@ async def open_loop(url: str, item: Item, rate: float, seconds: float) -> dict[s
     }
 
 
-async def overload(url: str, pid: int, item: Item, concurrency: int, seconds: float, factor: float) -> dict[str, Any]:
+async def overload(
+    url: str, pid: int, item: Item, concurrency: int, seconds: float, factor: float, capacity: float = 0.0
+) -> dict[str, Any]:
+    """``capacity`` > 0 is taken as given rather than measured, so several settings can be offered the same load."""
     for _ in range(20):  # warm-up: arenas, kernels, the pipeline's threads
         async with httpx.AsyncClient(timeout=120) as client:
             await post(client, url, item)
     unloaded_latencies, _ = await closed_loop(url, item, 1, seconds / 2)
-    _, capacity = await closed_loop(url, item, concurrency, seconds / 2)
+    if not capacity:
+        _, capacity = await closed_loop(url, item, concurrency, seconds / 2)
     before = proc(pid)
     loaded = await open_loop(url, item, factor * capacity, seconds)
     after = await settle(url, pid, 2.0)
@@ -297,6 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=30, help="overload: length of the overloaded phase")
     parser.add_argument("--factor", type=float, default=4.0, help="overload: offered load / capacity")
     parser.add_argument("--size", default="640x480", help="overload: the photo, WxH")
+    parser.add_argument(
+        "--capacity", type=float, default=0.0, help="overload: requests/s to take as capacity instead of measuring it"
+    )
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="server setting (repeat)")
     parser.add_argument("--out", type=Path, help="also write the JSON result to this file")
     args = parser.parse_args(argv)
@@ -310,7 +323,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             w, h = (int(v) for v in args.size.split("x"))
             item = Item(f"jpeg-{w}x{h}", encode(".jpg", photo_like(h, w, seed=3)), 200)
-            result = asyncio.run(overload(server.url, pid, item, args.concurrency, args.seconds, args.factor))
+            result = asyncio.run(
+                overload(server.url, pid, item, args.concurrency, args.seconds, args.factor, args.capacity)
+            )
             verdict = result["p99_ratio"] <= 2 and result["overload"]["healthz_failures"] == 0
     finally:
         server.terminate()

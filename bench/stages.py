@@ -1,11 +1,13 @@
-"""Where the time of one image goes, stage by stage, for 0.25, 1, 12 and 24 MP photo-like JPEGs; and PNG
-encoders compared by time and size on the service's real output.
+"""Where the time of one image goes, stage by stage, for 0.25, 1, 12 and 24 MP photo-like JPEGs; the float
+pipeline of model 1.0.0's service timed beside the current one; and PNG encoders compared by time and size on the
+service's real output.
 
     .venv/bin/python -m bench.stages              # full run (~3 min)
     .venv/bin/python -m bench.stages --quick      # seconds: a smoke test
 
-The stages call the service's own functions (app.decode, app.color, app.runtime, app.encode). Three cheaper
-alternatives that app/ could adopt are timed beside them, with their largest difference from the current output.
+The stages are app.pipeline's prepare and finish, taken apart into the functions they call (decode_lightness,
+model_input, the runtime, join, encode_image), with the service's settings (app.config.Settings: PNG level,
+ONNX Runtime threads, pixel limit).
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ from typing import Any
 
 import cv2
 import numpy as np
+from isal import isal_zlib
 
 from app.color import join, lightness, model_input
-from app.decode import decode_image
-from app.encode import encode_image, isal_zlib, png_sub_filtered
+from app.config import Settings
+from app.decode import decode_image, decode_lightness
+from app.encode import encode_image, png_sub_filtered
+from app.pipeline import finish, prepare
 from app.runtime import ModelRuntime
 from bench.common import MODEL, SIZES_MP, photo_jpeg, repeat, save, stats
 
-MAX_PIXELS = 10**9
+STAGES = ("decode", "resize", "model", "join", "encode")
 
 # ---------------------------------------------------------------- stages
 
@@ -37,97 +42,85 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t
 
 
-def pipeline_stages(data: bytes, runtime: ModelRuntime, min_time: float) -> dict[str, Any]:
+def pipeline_stages(data: bytes, runtime: ModelRuntime, settings: Settings, min_time: float) -> dict[str, Any]:
     """Each stage of the service's pipeline, repeated until ``min_time`` has passed (at least twice)."""
-    size = runtime.info.input_size
-    times: dict[str, list[float]] = {k: [] for k in ("decode", "lab", "resize", "model", "join", "encode")}
+    size, max_pixels, level = runtime.info.input_size, settings.max_pixels, settings.png_compression
+    times: dict[str, list[float]] = {k: [] for k in STAGES}
     started = time.perf_counter()
     while len(times["decode"]) < 2 or time.perf_counter() - started < min_time:
-        decoded, t = timed(lambda: decode_image(data, MAX_PIXELS))
+        decoded, t = timed(lambda: decode_lightness(data, max_pixels))
         times["decode"].append(t)
-        full_l, t = timed(lambda d=decoded: lightness(d.color))
-        times["lab"].append(t)
-        small, t = timed(lambda f=full_l: model_input(f, size))
+        small, t = timed(lambda d=decoded: model_input(d.lightness, size))
         times["resize"].append(t)
         ab, t = timed(lambda s=small: runtime.run(s[None])[0])
         times["model"].append(t)
-        out, t = timed(lambda f=full_l, ab=ab: join(f, ab, None))
+        out, t = timed(lambda d=decoded, ab=ab: join(d.lightness, ab, d.alpha))
         times["join"].append(t)
-        png, t = timed(lambda o=out: encode_image(o, "png", 1))
+        png, t = timed(lambda o=out: encode_image(o, "png", level))
         times["encode"].append(t)
-    result = {stage: stats(ts) for stage, ts in times.items()}
+    # The stages taken apart must be the pipeline the service runs: the same bytes out for the same model output.
+    if finish(prepare(data, size, max_pixels), ab, "png", level) != png:
+        raise RuntimeError("bench/stages.py's stages no longer match app.pipeline's prepare and finish")
+    result: dict[str, Any] = {stage: stats(ts) for stage, ts in times.items()}
     result["total_p50_ms"] = sum(result[s]["p50_ms"] for s in times)
     result["png_bytes"] = len(png)
     result["jpeg_bytes"] = len(data)
     return result
 
 
-# ---------------------------------------------------------------- cheaper alternatives (patch proposals)
-
-# The two functions below are those of bench/proposals/u8_pipeline.patch, timed here against the current ones.
-_GRAY = np.repeat((np.arange(256, dtype=np.float32) * (1.0 / 255.0)).reshape(1, 256, 1), 3, axis=2)
-L_OF_GRAY = lightness(_GRAY)  # (1, 256) float32: L of each gray level, as app/decode.py scales it
+# ---------------------------------------------------------------- before and after the uint8 pipeline
 
 
-def decode_u8(data: bytes) -> np.ndarray:
-    """Decode only: no float conversion."""
-    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-
-
-def lightness_u8(img: np.ndarray) -> np.ndarray:
-    """L straight from uint8 pixels: a table lookup when the photo is gray (the usual input, and exact), the
-    float conversion otherwise."""
-    if img.ndim == 2:
-        return cv2.LUT(img, L_OF_GRAY)
-    b, g, r = cv2.split(img)
-    if cv2.countNonZero(cv2.absdiff(b, g)) == 0 and cv2.countNonZero(cv2.absdiff(g, r)) == 0:
-        return cv2.LUT(g, L_OF_GRAY)
-    return lightness(img.astype(np.float32) * (1.0 / 255.0))
-
-
-def join_lab8(full_l: np.ndarray, ab: np.ndarray) -> np.ndarray:
-    """join() through OpenCV's 8-bit Lab (L·255/100, a+128, b+128), whose Lab→BGR is fixed-point."""
+def join_float(full_l: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    """join() as the 1.0.0 service did it, through float Lab at full size; app/ no longer has it."""
     height, width = full_l.shape
-    ab8 = np.clip(np.rint(ab.transpose(1, 2, 0) + 128.0), 0, 255).astype(np.uint8)  # (h, w, 2), small
-    ab_full = cv2.resize(ab8, (width, height), interpolation=cv2.INTER_LINEAR)  # (H, W, 2)
-    l8 = cv2.convertScaleAbs(full_l, alpha=255.0 / 100.0)
-    return cv2.cvtColor(cv2.merge([l8, ab_full]), cv2.COLOR_Lab2BGR)
+    ab_full = cv2.resize(ab.transpose(1, 2, 0), (width, height), interpolation=cv2.INTER_LINEAR)  # (H, W, 2)
+    bgr = cv2.cvtColor(np.dstack([full_l, ab_full]), cv2.COLOR_Lab2BGR)  # (H, W, 3) float32
+    return cv2.convertScaleAbs(bgr, alpha=255.0)  # saturating float -> uint8
 
 
-def alternatives(data: bytes, runtime: ModelRuntime, min_time: float) -> dict[str, Any]:
-    """The proposed stages against the current ones, on the same photo, with the largest output difference."""
-    size = runtime.info.input_size
-    decoded = decode_image(data, MAX_PIXELS)
-    full_l = lightness(decoded.color)
-    ab = runtime.run(model_input(full_l, size)[None])[0]
-    current = join(full_l, ab, None)
-    raw = decode_u8(data)
-    l_u8 = lightness_u8(raw)
-    out = {
-        "decode_to_float (current)": stats(repeat(lambda: decode_image(data, MAX_PIXELS), min_time, 2)),
-        "decode_u8": stats(repeat(lambda: decode_u8(data), min_time, 2)),
-        "lab_float (current)": stats(repeat(lambda: lightness(decoded.color), min_time, 2)),
-        "lab_u8_table": stats(repeat(lambda: lightness_u8(raw), min_time, 2)),
-        "join_float (current)": stats(repeat(lambda: join(full_l, ab, None), min_time, 2)),
-        "join_lab8": stats(repeat(lambda: join_lab8(full_l, ab), min_time, 2)),
+def float_vs_current(data: bytes, runtime: ModelRuntime, settings: Settings, min_time: float) -> dict[str, Any]:
+    """The float pipeline that shipped with model 1.0.0 (decode_image → lightness → float join) against the current
+    one (decode_lightness → 8-bit Lab join) on the same photo, with the largest differences of their outputs."""
+    max_pixels = settings.max_pixels
+    full_l = decode_lightness(data, max_pixels).lightness
+    float_l = lightness(decode_image(data, max_pixels).color)
+    ab = runtime.run(model_input(full_l, runtime.info.input_size)[None])[0]
+    diff = np.abs(join(full_l, ab).astype(np.int16) - join_float(float_l, ab).astype(np.int16))
+    return {
+        "decode_l": {
+            "float": stats(repeat(lambda: lightness(decode_image(data, max_pixels).color), min_time, 2)),
+            "current": stats(repeat(lambda: decode_lightness(data, max_pixels), min_time, 2)),
+            "max_abs_diff_L": float(np.abs(full_l - float_l).max()),
+        },
+        "join": {
+            "float": stats(repeat(lambda: join_float(float_l, ab), min_time, 2)),
+            "current": stats(repeat(lambda: join(full_l, ab), min_time, 2)),
+            "max_abs_diff_levels": int(diff.max()),
+            "mean_abs_diff_levels": float(diff.mean()),
+        },
     }
-    out["lab_u8_table"]["max_abs_diff_L"] = float(np.abs(l_u8 - full_l).max())
-    diff = np.abs(join_lab8(full_l, ab).astype(np.int16) - current.astype(np.int16))
-    out["join_lab8"]["max_abs_diff_levels"] = int(diff.max())
-    out["join_lab8"]["mean_abs_diff_levels"] = float(diff.mean())
-    return out
 
 
 # ---------------------------------------------------------------- PNG encoders
 
 
-def png_encoders(full: bool) -> dict[str, Callable[[np.ndarray], bytes]]:
-    """Every PNG encoder that installs here, by name; ``full`` adds the slow levels and every strategy/filter."""
+def app_encoder(level: int) -> str:
+    """The name the app's own encoder has in the tables."""
+    return f"app: encode_image, level {level}"
+
+
+def png_encoders(full: bool, app_level: int) -> dict[str, Callable[[np.ndarray], bytes]]:
+    """Every PNG encoder that installs here, by name, first the app's own (encode_image at ``app_level``); ``full``
+    adds the slow levels and every strategy/filter."""
 
     def cv(*params: int) -> Callable[[np.ndarray], bytes]:
         return lambda img: cv2.imencode(".png", img, list(params))[1].tobytes()
 
-    enc: dict[str, Callable[[np.ndarray], bytes]] = {"cv2 default params": cv()}
+    enc: dict[str, Callable[[np.ndarray], bytes]] = {
+        app_encoder(app_level): lambda img: encode_image(img, "png", app_level),
+        "cv2 default params": cv(),
+    }
     for level in range(10) if full else (1, 3):
         enc[f"cv2 level {level}"] = cv(cv2.IMWRITE_PNG_COMPRESSION, level)
     strategies = ("DEFAULT", "FILTERED", "HUFFMAN_ONLY", "RLE", "FIXED") if full else ("RLE",)
@@ -141,11 +134,10 @@ def png_encoders(full: bool) -> dict[str, Callable[[np.ndarray], bytes]]:
             )
             enc[f"cv2 level 1 filter {name}"] = cv(cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, png_filter)
     enc["sub + zlib level 1"] = lambda img: png_sub_filtered(img, lambda d: zlib.compress(d, 1))
-    if isal_zlib is not None:
-        for level in (0, 1, 2, 3):
-            enc[f"sub + isal level {level}" + (" (app, level 1)" if level == 1 else "")] = lambda img, level=level: (
-                png_sub_filtered(img, lambda d: isal_zlib.compress(d, level))
-            )
+    for level in (0, 1, 2, 3):
+        enc[f"sub + isal level {level}"] = lambda img, level=level: png_sub_filtered(
+            img, lambda d: isal_zlib.compress(d, level)
+        )
     try:
         from zlib_ng import zlib_ng
 
@@ -215,7 +207,7 @@ FAST_SUBSET = (
     "cv2 level 1 strategy RLE",
     "cv2 level 1 filter SUB",
     "sub + zlib level 1",
-    "sub + isal level 1 (app, level 1)",
+    "sub + isal level 1",
     "sub + isal level 2",
     "sub + zlib-ng level 1",
     "fpng",
@@ -232,32 +224,43 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.quick:
         a.sizes, a.min_time = "0.25,1", 0.3
-    runtime = ModelRuntime(a.model, ["CPUExecutionProvider"])
+    settings = Settings(model_path=a.model, providers="cpu")
+    runtime = ModelRuntime.from_settings(settings)
+    threads = runtime.session.get_session_options().intra_op_num_threads
     stages: dict[str, Any] = {}
-    proposals: dict[str, Any] = {}
+    before_after: dict[str, Any] = {}
     for mp in a.sizes.split(","):
         width, height = SIZES_MP[mp]
         data = photo_jpeg(width, height, seed=1)
-        stages[mp] = {"width": width, "height": height, **pipeline_stages(data, runtime, a.min_time)}
-        proposals[mp] = alternatives(data, runtime, a.min_time / 6)
-        line = ", ".join(f"{s} {stages[mp][s]['p50_ms']:.1f}" for s in ("decode", "lab", "resize", "model", "join"))
-        print(f"{mp:>5} MP ({width}×{height}): {line}, encode {stages[mp]['encode']['p50_ms']:.1f} ms")
+        stages[mp] = {"width": width, "height": height, **pipeline_stages(data, runtime, settings, a.min_time)}
+        before_after[mp] = float_vs_current(data, runtime, settings, a.min_time / 6)
+        line = ", ".join(f"{s} {stages[mp][s]['p50_ms']:.1f}" for s in STAGES)
+        print(f"{mp:>5} MP ({width}×{height}): {line} ms")
     png: dict[str, Any] = {}
     for mp, full in (("1", True), ("12", False)):
         if mp not in stages:
             continue
         width, height = SIZES_MP[mp]
-        decoded = decode_image(photo_jpeg(width, height, seed=1), MAX_PIXELS)
-        full_l = lightness(decoded.color)
-        out = join(full_l, runtime.run(model_input(full_l, runtime.info.input_size)[None])[0], None)
-        encoders = png_encoders(full)
+        prepared = prepare(photo_jpeg(width, height, seed=1), runtime.info.input_size, settings.max_pixels)
+        out = join(prepared.full_l, runtime.run(prepared.small_l[None])[0], prepared.alpha)
+        encoders = png_encoders(full, settings.png_compression)
         if not full:
-            encoders = {k: v for k, v in encoders.items() if k in FAST_SUBSET}
+            encoders = {
+                k: v for k, v in encoders.items() if k in FAST_SUBSET or k == app_encoder(settings.png_compression)
+            }
         print(f"PNG encoders on the {mp} MP output ({width}×{height}):")
         png[mp] = compare_png(out, encoders, a.min_time / 4)
     save(
         "stages",
-        {"model": a.model.name, "isal": isal_zlib is not None, "stages": stages, "proposals": proposals, "png": png},
+        {
+            "model": a.model.name,
+            "model_version": runtime.info.version,
+            "png_compression": settings.png_compression,
+            "threads": threads,
+            "stages": stages,
+            "float_vs_current": before_after,
+            "png": png,
+        },
     )
 
 

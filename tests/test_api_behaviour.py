@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,7 +38,9 @@ async def post_many(url: str, bodies: list[bytes], headers: dict[str, str] | Non
 
 @pytest.mark.slow
 def test_concurrent_requests_share_model_runs(start_server: Callable[..., Server]) -> None:
-    server = start_server(COLORIZER_MAX_BATCH_SIZE="8", COLORIZER_MAX_BATCH_DELAY_MS="200")
+    server = start_server(
+        COLORIZER_MAX_BATCH_SIZE="8", COLORIZER_MAX_BATCH_DELAY_MS="200", COLORIZER_MAX_IN_FLIGHT="12"
+    )
     responses = asyncio.run(post_many(server.url, [gray_png(96, 128)] * 12))
     assert [r.status_code for r in responses] == [200] * 12
     text = httpx.get(server.url + "/metrics").text
@@ -47,7 +51,12 @@ def test_concurrent_requests_share_model_runs(start_server: Callable[..., Server
 
 @pytest.mark.slow
 def test_full_queue_sheds_with_503_and_retry_after(start_server: Callable[..., Server]) -> None:
-    server = start_server(COLORIZER_MAX_QUEUE="1", COLORIZER_MAX_BATCH_SIZE="1", COLORIZER_MAX_BATCH_DELAY_MS="0")
+    server = start_server(
+        COLORIZER_MAX_QUEUE="1",
+        COLORIZER_MAX_BATCH_SIZE="1",
+        COLORIZER_MAX_BATCH_DELAY_MS="0",
+        COLORIZER_MAX_IN_FLIGHT="64",  # so the queue bound is the one that sheds
+    )
     responses = asyncio.run(post_many(server.url, [gray_png(600, 800)] * 16))
     codes = sorted(r.status_code for r in responses)
     assert set(codes) <= {200, 503}
@@ -55,6 +64,7 @@ def test_full_queue_sheds_with_503_and_retry_after(start_server: Callable[..., S
     assert 503 in codes
     shed = [r for r in responses if r.status_code == 503]
     assert all(r.headers["retry-after"].isdigit() and r.json()["code"] == "overloaded" for r in shed)
+    assert any("COLORIZER_MAX_QUEUE" in r.json()["detail"] for r in shed)
     assert httpx.get(server.url + "/healthz").status_code == 200
     assert httpx.post(server.url + "/colorize", files={"file": ("a.png", gray_png())}).status_code == 200
 
@@ -107,8 +117,30 @@ def test_api_keys(start_server: Callable[..., Server]) -> None:
 
 
 @pytest.mark.slow
+def test_in_flight_bound_sheds_single_requests_but_a_batch_waits_its_turn(
+    start_server: Callable[..., Server],
+) -> None:
+    server = start_server(COLORIZER_MAX_IN_FLIGHT="1", COLORIZER_MAX_BATCH_SIZE="1")
+    responses = asyncio.run(post_many(server.url, [gray_png(600, 800)] * 8))
+    codes = [r.status_code for r in responses]
+    assert set(codes) == {200, 503}, codes
+    for shed in (r for r in responses if r.status_code == 503):
+        assert shed.json()["code"] == "overloaded"
+        assert "COLORIZER_MAX_IN_FLIGHT" in shed.json()["detail"]
+        assert shed.headers["retry-after"].isdigit()
+    # Five images in one batch request with one slot: accepted as a whole, colourised one after another.
+    files = [("files", (f"p{i}.png", gray_png(60 + i, 80))) for i in range(5)]
+    batch = httpx.post(server.url + "/colorize/batch", files=files, timeout=120)
+    assert batch.status_code == 200, batch.text
+    with zipfile.ZipFile(io.BytesIO(batch.content)) as archive:
+        assert archive.namelist() == [f"p{i}.png" for i in range(5)]
+    text = httpx.get(server.url + "/metrics").text
+    assert metric(text, 'colorizer_images_total{outcome="ok"}') == codes.count(200) + 5
+
+
+@pytest.mark.slow
 def test_sigterm_drains_without_losing_accepted_requests(start_server: Callable[..., Server]) -> None:
-    server = start_server(COLORIZER_MAX_BATCH_SIZE="1", COLORIZER_MAX_QUEUE="64")
+    server = start_server(COLORIZER_MAX_BATCH_SIZE="1", COLORIZER_MAX_QUEUE="64", COLORIZER_MAX_IN_FLIGHT="64")
 
     async def scenario() -> list[httpx.Response | BaseException]:
         async with httpx.AsyncClient(timeout=120) as client:

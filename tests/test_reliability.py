@@ -140,7 +140,14 @@ def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The real service on white_fails_model, one image a batch: a white upload makes its own model run fail."""
     root = tmp_path_factory.mktemp("fault")
     white_fails_model(root / "white-fails.onnx")
-    server = launch(root, {"COLORIZER_MODEL_PATH": str(root / "white-fails.onnx"), "COLORIZER_MAX_BATCH_SIZE": "1"})
+    server = launch(
+        root,
+        {
+            "COLORIZER_MODEL_PATH": str(root / "white-fails.onnx"),
+            "COLORIZER_MAX_BATCH_SIZE": "1",
+            "COLORIZER_MAX_IN_FLIGHT": "16",  # all five requests admitted, so each answer is about its own run
+        },
+    )
     yield server
     server.terminate()
 
@@ -284,7 +291,7 @@ def private_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private
     root = tmp_path_factory.mktemp("private")
     tmpdir = root / "tmp"
     tmpdir.mkdir(mode=0o700)
-    server = launch(root, {"TMPDIR": str(tmpdir)})
+    server = launch(root, {"TMPDIR": str(tmpdir), "COLORIZER_MAX_IN_FLIGHT": "16"})  # the warm-up's 13 at once
     yield Private(server, tmpdir, [p for p in tmpdir.rglob("*") if not p.is_dir()])
     server.terminate()
 

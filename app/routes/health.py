@@ -49,6 +49,7 @@ async def model(request: Request) -> dict[str, Any]:
             "max_batch_size": batcher.max_batch_size if batcher else None,
             "max_batch_delay_ms": batcher.max_delay_s * 1000 if batcher else None,
             "max_queue": service.settings.max_queue,
+            "max_in_flight": service.in_flight.limit,
         },
     }
 

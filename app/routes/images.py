@@ -31,28 +31,26 @@ async def get_service(request: Request) -> Service:
     return service
 
 
-async def colorize_bytes(service: Service, data: bytes, fmt: str) -> bytes:
-    """One image through the whole pipeline, within the request deadline; the answer or an ApiError."""
+async def colorize_bytes(service: Service, data: bytes, fmt: str, wait: bool = False) -> bytes:
+    """One image through the whole pipeline, within the request deadline; the answer or an ApiError. With ``wait``
+    (the images of a batch request) the image waits for a free slot instead of being refused."""
     s = service.settings
     try:
         header = read_header(data)  # cheap, on the loop: refuses bombs before any thread or memory is spent
         check_pixels(header, s.max_pixels)
-        pixels = header.width * header.height
-        service.admit()
-        service.pixels.acquire(pixels)
+        if not wait:
+            service.in_flight.enter()
     except ApiError:
         service.metrics.images.labels("rejected").inc()
         raise
     try:
         async with asyncio.timeout(s.request_timeout_s):
-            size = service.model.info.input_size
-            service.preparing += 1
+            if wait:
+                await service.in_flight.wait_and_enter()
             try:
-                prepared = await service.in_thread(prepare, data, size, s.max_pixels, service.metrics)
+                encoded = await admitted(service, data, fmt, header.width * header.height)
             finally:
-                service.preparing -= 1
-            ab = await service.infer(prepared.small_l, request_id_var.get())
-            encoded = await service.in_thread(finish, prepared, ab, fmt, s.png_compression, service.metrics)
+                service.in_flight.leave()
     except TimeoutError as exc:
         service.metrics.images.labels("error").inc()
         raise ApiError(
@@ -66,10 +64,26 @@ async def colorize_bytes(service: Service, data: bytes, fmt: str) -> bytes:
     except Exception:
         service.metrics.images.labels("error").inc()
         raise
-    finally:
-        service.pixels.release(pixels)
     service.metrics.images.labels("ok").inc()
     return encoded
+
+
+async def admitted(service: Service, data: bytes, fmt: str, pixels: int) -> bytes:
+    """Decode, model, encode for an image holding an in-flight slot; the queue and pixel bounds still apply."""
+    s = service.settings
+    service.admit()
+    service.pixels.acquire(pixels)
+    try:
+        size = service.model.info.input_size
+        service.preparing += 1
+        try:
+            prepared = await service.in_thread(prepare, data, size, s.max_pixels, service.metrics)
+        finally:
+            service.preparing -= 1
+        ab = await service.infer(prepared.small_l, request_id_var.get())
+        return await service.in_thread(finish, prepared, ab, fmt, s.png_compression, service.metrics)
+    finally:
+        service.pixels.release(pixels)
 
 
 async def read_upload(request: Request, file: UploadFile | None) -> bytes:
@@ -133,9 +147,11 @@ async def colorize_batch(
         )
     blobs = [await f.read() for f in files]
     names = unique_names([f.filename or f"image{i}" for i, f in enumerate(files)])
-    # All images go into the batcher at once (so they share model runs); any bad one fails the whole
-    # request with its name, before a byte of the zip is sent.
-    results = await asyncio.gather(*(colorize_bytes(service, b, "png") for b in blobs), return_exceptions=True)
+    # The images go to the model together (so they share model runs), as many at a time as in-flight slots
+    # allow; any bad one fails the whole request with its name, before a byte of the zip is sent.
+    results = await asyncio.gather(
+        *(colorize_bytes(service, b, "png", wait=True) for b in blobs), return_exceptions=True
+    )
     for name, result in zip(names, results, strict=True):
         if isinstance(result, ApiError):
             raise ApiError(result.status, result.code, f"{name}: {result.detail}", dict(result.headers or {}))
