@@ -23,9 +23,12 @@ class Settings(BaseSettings):
     require_gpu: bool = Field(False, description="refuse to start without the CUDA provider")
     max_batch_size: int = Field(0, ge=0, le=256, description="largest batch; 0 = per provider (CUDA 32, CPU 4)")
     max_batch_delay_ms: float = Field(
-        -1, le=1000, description="wait to fill a batch; <0 = per provider (CUDA 5, CPU 2)"
+        -1, le=1000, description="wait to fill a batch; <0 = per provider (CUDA 5, CPU 0)"
     )
     max_queue: int = Field(64, ge=1, description="images waiting for the model before 503")
+    model_concurrency: int = Field(
+        0, ge=0, le=64, description="model runs at once; 0 = per provider (CPU cores / ORT threads, CUDA 1)"
+    )
     max_in_flight: int = Field(
         0, ge=0, description="images being colourised at once before 503; 0 = CPU 1 per core, CUDA 4 × max batch"
     )
@@ -38,7 +41,7 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(
         0, ge=0, description="ONNX Runtime CPU threads; 0 = half the cores (at least 1), the rest decode and encode"
     )
-    png_compression: int = Field(2, ge=0, le=9, description="PNG zlib level: 2 is fast; 9 is ~15% smaller, ~10x slower")
+    png_compression: int = Field(2, ge=0, le=9, description="PNG zlib level: 2 is fast; 9 is ~12% smaller, ~60x slower")
     drain_timeout_s: float = Field(30.0, ge=0, description="grace for in-flight work on SIGTERM")
     workers_threads: int = Field(0, ge=0, description="threads for decode/encode; 0 = cores + 1")
     video_dir: Path = Field(Path(os.environ.get("TMPDIR", "/tmp")) / "colorizer-videos", description="video jobs")

@@ -69,7 +69,8 @@ class ModelRuntime:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Half the cores by default: on 2 cores one model thread measured 1.4x the throughput of two, because the
         # decode/encode threads need the other core (docs/PERFORMANCE.md).
-        opts.intra_op_num_threads = threads or max(1, len(os.sched_getaffinity(0)) // 2)
+        self.intra_op_threads = threads or max(1, len(os.sched_getaffinity(0)) // 2)
+        opts.intra_op_num_threads = self.intra_op_threads
         opts.inter_op_num_threads = 1  # one batch at a time; parallelism lives inside each operator
         try:
             self.session = ort.InferenceSession(

@@ -24,9 +24,20 @@ from app.runtime import CUDA, ModelRuntime
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Chosen from bench/model.py on a 2-core CPU and the lent GPU (docs/PERFORMANCE.md): on CPU a batch
-# buys little, so wait only briefly; on a GPU, big batches are the main lever.
-BATCH_DEFAULTS = {"cuda": (32, 0.005), "cpu": (4, 0.002)}
+# From bench/load.py --sweep on a 2-core CPU (docs/PERFORMANCE.md): a CPU does no more work per image in a batch,
+# and with one image in flight per core there is rarely a second to wait for, so a CPU batch takes what is queued
+# and never waits (a 2 ms wait cost 15% of the throughput). On a GPU big batches are the main lever (not measured:
+# no GPU was lent).
+BATCH_DEFAULTS = {"cuda": (32, 0.005), "cpu": (4, 0.0)}
+
+
+def default_model_concurrency(kind: str, intra_op_threads: int) -> int:
+    """Model runs at once when COLORIZER_MODEL_CONCURRENCY is 0. On a CPU, one run per group of ORT threads, so
+    every core has a run to work on: an operator of this small model is too short to split well across threads
+    (on 2 cores, two 1-thread runs did 48 img/s, one 2-thread run 35). A GPU takes one run at a time."""
+    if kind == "cuda":
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) // intra_op_threads)
 
 
 def default_max_in_flight(kind: str, max_batch_size: int) -> int:
@@ -120,7 +131,8 @@ class Service:
         size, delay = BATCH_DEFAULTS[kind]
         size = s.max_batch_size or size
         delay = s.max_batch_delay_ms / 1000 if s.max_batch_delay_ms >= 0 else delay
-        self.batcher = DynamicBatcher(self.runtime.run, self.metrics, size, delay, s.max_queue)
+        runs = s.model_concurrency or default_model_concurrency(kind, self.runtime.intra_op_threads)
+        self.batcher = DynamicBatcher(self.runtime.run, self.metrics, size, delay, s.max_queue, runs)
         self.in_flight.limit = s.max_in_flight or default_max_in_flight(kind, size)
         info = self.runtime.info
         self.metrics.model_info.labels(info.version, info.provider).set(1)
@@ -130,9 +142,10 @@ class Service:
         self._chain_sigterm()
         self.ready = True
         log.info(
-            "ready: batches of up to %d, waiting up to %.1f ms; up to %d images in flight",
+            "ready: batches of up to %d, waiting up to %.1f ms, %d at once; up to %d images in flight",
             size,
             delay * 1000,
+            runs,
             self.in_flight.limit,
         )
 

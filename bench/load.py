@@ -117,8 +117,13 @@ def service(env: dict[str, str] | None = None, name: str = "service") -> Server:
 
 def variants() -> dict[str, dict[str, str]]:
     """The service's other configurations, by name and environment: the int8 model (where bench.quantize has
-    written it), and one ONNX Runtime thread per core, to set the default thread count beside."""
-    out: dict[str, dict[str, str]] = {}
+    written it), one ONNX Runtime thread per core (to set the default thread count beside), two images in flight
+    per core instead of one (throughput against tail latency), and a queueing admission (64 in flight: batches
+    form, latency grows with the queue)."""
+    out: dict[str, dict[str, str]] = {
+        f"inflight{2 * CORES}": {"COLORIZER_MAX_IN_FLIGHT": str(2 * CORES)},
+        "queueing": {"COLORIZER_MAX_IN_FLIGHT": "64"},
+    }
     if INT8_MODEL.exists():
         out["int8"] = {"COLORIZER_MODEL_PATH": str(INT8_MODEL)}
     if CORES > 1:

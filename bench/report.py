@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen before pyplot loads)
 
+from app.service import BATCH_DEFAULTS  # noqa: E402
 from bench import common  # noqa: E402
 from bench.stages import FAST_SUBSET  # noqa: E402
 
@@ -470,13 +471,21 @@ class Report:
         notes = []
         for server in servers:
             if server == "service":
-                note = f"is the default configuration (CPU batch 4, 2 ms delay{settings})"
+                size, delay = BATCH_DEFAULTS["cpu"]
+                note = (
+                    f"is the default configuration (CPU batch {size}, {delay * 1000:g} ms delay, two model runs at "
+                    f"once, one image in flight per core{settings})"
+                )
             elif server == "service-nobatch":
                 note = "sets COLORIZER_MAX_BATCH_SIZE=1"
             elif server == "service-int8":
                 note = "loads the int8 model"
             elif server.startswith("service-threads"):
                 note = f"sets COLORIZER_INTRA_OP_THREADS={server.removeprefix('service-threads')} (one per core)"
+            elif server.startswith("service-inflight"):
+                note = f"sets COLORIZER_MAX_IN_FLIGHT={server.removeprefix('service-inflight')} (two per core)"
+            elif server == "service-queueing":
+                note = "sets COLORIZER_MAX_IN_FLIGHT=64 (a plain queue: no 503 at these loads, batches form)"
             elif server == "naive":
                 note = "is bench/naive_server.py (PyTorch eager, a global lock, float pipeline, cv2 default PNG)"
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -84,4 +85,20 @@ async def test_full_queue_is_refused_and_abandoned_items_are_skipped() -> None:
     batcher.start()
     await kept
     assert runner.batches == [[1.0]]
+    await batcher.stop()
+
+
+async def test_concurrent_runs_put_two_batches_on_the_model_at_once() -> None:
+    """With two runs allowed, a second batch starts while the first is still running: each fake run waits for the
+    other at a barrier, which only two simultaneous runs can pass (one at a time, the barrier times out)."""
+    barrier = threading.Barrier(2, timeout=10)
+
+    def runner(x: np.ndarray) -> np.ndarray:
+        barrier.wait()
+        return np.zeros((len(x), 2, 1, 1), np.float32)
+
+    batcher = DynamicBatcher(runner, Metrics(), 1, 0.0, 100, concurrent_runs=2)
+    batcher.start()
+    answers = await asyncio.gather(batcher.submit(item(1), "a"), batcher.submit(item(2), "b"))
+    assert [a.shape for a in answers] == [(2, 1, 1), (2, 1, 1)]
     await batcher.stop()

@@ -22,8 +22,6 @@ from tests.conftest import ROOT, Server, colourfulness, decode_png, gray_png
 from tests.corpus import ACCEPTED, REJECTED, Accepted, Rejected, exif_jpeg, png_chunk
 
 DOC = ROOT / "docs" / "RELIABILITY.md"
-# app/main.py's validation handler passes pydantic's message through ("Expected UploadFile, received: <class 'str'>");
-# docs/RELIABILITY.md proposes the patch. Strict: once it lands these pass, and the mark must go.
 
 
 def post_multipart(server: Server, data: bytes, name: str = "upload.bin") -> httpx.Response:
