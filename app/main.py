@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,10 +18,9 @@ from app.observability import RequestContextMiddleware, configure_logging
 from app.routes import health, images, page, videos
 from app.routes.page import STATIC_DIR
 from app.service import Service
+from app.unexpected import UnexpectedErrorMiddleware
 from app.upload import BodyLimitMiddleware
 from app.video.jobs import JobManager
-
-log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(videos.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     install_error_handlers(app, service)
+    app.add_middleware(UnexpectedErrorMiddleware, metrics=service.metrics)  # innermost: see app/unexpected.py
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, read_timeout_s=settings.body_read_timeout_s
     )
@@ -98,11 +97,6 @@ def install_error_handlers(app: FastAPI, service: Service) -> None:
             "missing_field" if first.get("type") == "missing" else "invalid_field",
             f"the request field '{where}' {what}",
         )
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unexpected error: %r", exc, exc_info=exc)
-        return respond(500, "internal_error", "the server failed on this request; it has been logged")
 
 
 configure_logging()

@@ -28,7 +28,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from app.batcher import DynamicBatcher
+from app.config import Settings
 from app.errors import ApiError
+from app.main import create_app
 from app.metrics import Metrics
 from app.upload import BodyLimitMiddleware
 from bench.soak import proc, queue_depth, soak
@@ -191,6 +193,40 @@ def test_a_failed_run_answers_with_its_request_id_and_logs_one_traceback(fault_s
     assert r.headers.get("x-request-id") == "w-2"
     time.sleep(0.5)  # give a second traceback (were the fault to escape our handlers) time to reach the log
     assert fault_server.log().count("Traceback") - before == 1
+
+
+def test_an_unexpected_error_answers_json_with_its_request_id_and_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug no handler knows must still leave as our JSON 500, through our middleware (request id, CORS) and with
+    one traceback in the log, and the server must go on serving. The real app, with one extra route that fails."""
+    origin = "https://photos.example"
+    app = create_app(Settings(cors_origins=origin))
+
+    @app.get("/test-only/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug nobody has written a handler for")
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: server.started, 60, "uvicorn started")
+        with caplog.at_level(logging.ERROR):
+            r = httpx.get(url + "/test-only/boom", headers={"X-Request-ID": "bug-1", "Origin": origin}, timeout=30)
+            time.sleep(0.3)  # were the exception to escape, uvicorn would log it after the answer
+        assert r.status_code == 500
+        assert r.json() == {"detail": "the server failed on this request; it has been logged", "code": "internal_error"}
+        assert r.headers.get("x-request-id") == "bug-1"
+        assert r.headers.get("access-control-allow-origin") == origin
+        assert len([rec for rec in caplog.records if rec.exc_info]) == 1
+        assert httpx.post(url + "/colorize", files={"file": ("a.png", gray_png())}, timeout=60).status_code == 200
+        assert 'colorizer_errors_total{code="internal_error",status="500"} 1.0' in httpx.get(url + "/metrics").text
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 async def test_a_failed_run_is_logged_once_with_every_request_id(caplog: pytest.LogCaptureFixture) -> None:
