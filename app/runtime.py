@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.config import Settings
+from app.cores import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class ModelRuntime:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Half the cores by default: on 2 cores one model thread measured 1.4x the throughput of two, because the
         # decode/encode threads need the other core (docs/PERFORMANCE.md).
-        self.intra_op_threads = threads or max(1, len(os.sched_getaffinity(0)) // 2)
+        self.intra_op_threads = threads or max(1, available_cores() // 2)
         opts.intra_op_num_threads = self.intra_op_threads
         opts.inter_op_num_threads = 1  # one batch at a time; parallelism lives inside each operator
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from collections import deque
 from collections.abc import Callable
@@ -17,6 +16,7 @@ import numpy as np
 
 from app.batcher import DynamicBatcher, Priority
 from app.config import Settings
+from app.cores import available_cores
 from app.errors import not_ready, overloaded
 from app.metrics import Metrics
 from app.runtime import CUDA, ModelRuntime
@@ -37,7 +37,7 @@ def default_model_concurrency(kind: str, intra_op_threads: int) -> int:
     (on 2 cores, two 1-thread runs did 48 img/s, one 2-thread run 35). A GPU takes one run at a time."""
     if kind == "cuda":
         return 1
-    return max(1, len(os.sched_getaffinity(0)) // intra_op_threads)
+    return max(1, available_cores() // intra_op_threads)
 
 
 def default_max_in_flight(kind: str, max_batch_size: int) -> int:
@@ -48,7 +48,7 @@ def default_max_in_flight(kind: str, max_batch_size: int) -> int:
     so one runs while the next ones decode (not measured: no GPU was lent)."""
     if kind == "cuda":
         return 4 * max_batch_size
-    return max(2, len(os.sched_getaffinity(0)))
+    return max(2, available_cores())
 
 
 class InFlight:
@@ -112,7 +112,7 @@ class Service:
         self.runtime: ModelRuntime | None = None
         self.batcher: DynamicBatcher | None = None
         self.pixels = PixelBudget(max(settings.max_pixels, 8 * 12_000_000))
-        workers = settings.workers_threads or (os.cpu_count() or 1) + 1
+        workers = settings.workers_threads or available_cores() + 1
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pipeline")
         self.background: list[Callable[[], Any]] = []  # extra shutdown hooks (video jobs)
         self.preparing = 0  # admitted images being decoded, not yet in the batcher's queue

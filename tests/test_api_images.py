@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 
 import cv2
@@ -11,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
+from app.cores import available_cores
 from tests.conftest import Server, colourfulness, decode_png, gray_png, photo_like
 
 
@@ -146,8 +146,7 @@ def test_health_ready_model_and_metrics(live_server: Server) -> None:
     assert model["input_size"] > 0
     assert model["providers"] == ["CPUExecutionProvider"]
     assert len(model["sha256"]) == 64
-    cores = len(os.sched_getaffinity(0))
-    assert model["batching"]["max_in_flight"] == max(2, cores)  # the CPU default: one per core
+    assert model["batching"]["max_in_flight"] == max(2, available_cores())  # the CPU default: one per core
     text = httpx.get(live_server.url + "/metrics").text
     assert 'colorizer_model_info{provider="CPUExecutionProvider"' in text
     for name in (
