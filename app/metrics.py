@@ -30,6 +30,9 @@ class Metrics:
         )
         self.batch_size = Histogram("colorizer_batch_size", "Images per model run.", buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("colorizer_queue_depth", "Images waiting for the model.", registry=r)
+        self.in_flight = Gauge(
+            "colorizer_images_in_flight", "Images admitted and not yet answered (COLORIZER_MAX_IN_FLIGHT).", registry=r
+        )
         self.images = Counter("colorizer_images", "Images by outcome.", ["outcome"], registry=r)
         self.errors = Counter("colorizer_errors", "Error answers by status and code.", ["status", "code"], registry=r)
         self.model_info = Gauge(

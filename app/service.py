@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import numpy as np
+from prometheus_client import Gauge
 
 from app.batcher import DynamicBatcher, Priority
 from app.config import Settings
@@ -56,9 +57,19 @@ class InFlight:
     a batch request, accepted as a whole, waits in line instead, and while any waits single requests are refused so
     the batch is not starved. A freed slot goes straight to the oldest waiter."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit, self.count = limit, 0
+    def __init__(self, limit: int, gauge: Gauge | None = None) -> None:
+        self.limit, self._count, self._gauge = limit, 0, gauge
         self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self._count = value
+        if self._gauge is not None:
+            self._gauge.set(value)
 
     def enter(self) -> None:
         self._waiters = deque(f for f in self._waiters if not f.done())
@@ -116,7 +127,9 @@ class Service:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pipeline")
         self.background: list[Callable[[], Any]] = []  # extra shutdown hooks (video jobs)
         self.preparing = 0  # admitted images being decoded, not yet in the batcher's queue
-        self.in_flight = InFlight(settings.max_in_flight or 1)  # sized per provider in start() when 0
+        self.in_flight = InFlight(
+            settings.max_in_flight or 1, self.metrics.in_flight
+        )  # sized per provider in start() when 0
 
     @property
     def model(self) -> ModelRuntime:

@@ -43,6 +43,10 @@ def metric(text: str, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def gauge(url: str, name: str) -> float:
+    return metric(httpx.get(url + "/metrics", timeout=10).text, name)
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -179,6 +183,7 @@ def test_a_model_run_that_raises_fails_only_its_batch_and_the_service_recovers(f
     assert httpx.get(url + "/readyz").status_code == 200
     text = httpx.get(url + "/metrics").text
     assert metric(text, "colorizer_queue_depth") == 0
+    assert metric(text, "colorizer_images_in_flight") == 0  # every admission slot given back
     assert metric(text, 'colorizer_images_total{outcome="error"}') == 1
     failures = [line for line in fault_server.log().splitlines() if "model run failed" in line]
     assert len(failures) == 1, failures  # the batcher logs the failed run once, with its request ids
@@ -301,6 +306,7 @@ def test_four_times_capacity_sheds_with_503_and_every_request_gets_one_answer(
     assert counted == offered  # ...and exactly one: the server counted one outcome per request
     assert metric(text, 'colorizer_images_total{outcome="ok"}') == statuses.count(200)
     assert metric(text, "colorizer_queue_depth") == 0
+    assert metric(text, "colorizer_images_in_flight") == 0  # every admission slot given back
     assert health
     assert set(health) == {200}  # liveness answered throughout
     growth = proc(server.process.pid)["peak_rss_mb"] - peak_before
@@ -407,6 +413,7 @@ def test_clients_that_vanish_mid_upload_or_mid_response_leak_nothing(private_ser
         start_then_vanish(server.url, big, "image/png", send=len(big), read=100)  # mid-response
 
     wait_until(lambda: queue_depth(server.url) == 0, 60, "the queue drained")
+    wait_until(lambda: gauge(server.url, "colorizer_images_in_flight") == 0, 60, "every admission slot given back")
     wait_until(lambda: not temp_fds(pid, tmpdir), 30, "spooled uploads closed")
     settled()
     wait_until(lambda: proc(pid)["fds"] <= baseline["fds"], 10, f"open files back to {baseline['fds']:.0f}")
