@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 # From bench/load.py --sweep on a 2-core CPU (docs/PERFORMANCE.md): a CPU does no more work per image in a batch,
 # and with one image in flight per core there is rarely a second to wait for, so a CPU batch takes what is queued
-# and never waits (a 2 ms wait cost 15% of the throughput). On a GPU big batches are the main lever (not measured:
+# and never waits (a 2 ms wait cost up to 17% of the throughput). On a GPU big batches are the main lever (not measured:
 # no GPU was lent).
 BATCH_DEFAULTS = {"cuda": (32, 0.005), "cpu": (4, 0.0)}
 
