@@ -15,13 +15,13 @@ from fastapi.responses import StreamingResponse
 from app.auth import check_api_key
 from app.decode import check_pixels
 from app.encode import MEDIA_TYPES, check_format
-from app.errors import ApiError
+from app.errors import ApiError, error_responses
 from app.image_header import read_header
 from app.observability import request_id_var
 from app.pipeline import finish, prepare
 from app.service import Service
 
-router = APIRouter(dependencies=[Depends(check_api_key)])
+router = APIRouter(dependencies=[Depends(check_api_key)], responses=error_responses())
 CHUNK = 256 * 1024
 Format = Annotated[str, Query(pattern="^(png|jpeg|jpg|webp)$", description="output format")]
 

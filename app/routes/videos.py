@@ -8,9 +8,17 @@ from fastapi import APIRouter, Depends, File, Request, Response, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 
 from app.auth import check_api_key
+from app.errors import error_responses
 from app.video.jobs import JobManager
 
-router = APIRouter(prefix="/videos", tags=["videos"], dependencies=[Depends(check_api_key)])
+router = APIRouter(
+    prefix="/videos",
+    tags=["videos"],
+    dependencies=[Depends(check_api_key)],
+    responses=error_responses(
+        (404, "no such video job"), (409, "the result is not ready yet"), (507, "the video disk quota is full")
+    ),
+)
 
 
 async def get_jobs(request: Request) -> JobManager:
