@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any, TypeVar
 
 import numpy as np
-from prometheus_client import Gauge
 
+from app.admission import InFlight, PixelBudget, default_max_in_flight
 from app.batcher import DynamicBatcher, Priority
 from app.config import Settings
 from app.cores import available_cores
@@ -25,10 +24,10 @@ from app.runtime import CUDA, ModelRuntime
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# From bench/load.py --sweep on a 2-core CPU (docs/PERFORMANCE.md): a CPU does no more work per image in a batch,
-# and with one image in flight per core there is rarely a second to wait for, so a CPU batch takes what is queued
-# and never waits (a 2 ms wait cost up to 17% of the throughput). On a GPU big batches are the main lever (not measured:
-# no GPU was lent).
+# From bench/load.py --sweep on a 2-core CPU (docs/PERFORMANCE.md): a CPU does no more work per image in a
+# batch, and with one image in flight per core there is rarely a second to wait for, so a CPU batch takes what
+# is queued and never waits (a 2 ms wait cost up to 17% of the throughput). On a GPU big batches are the main
+# lever (not measured: no GPU was lent).
 BATCH_DEFAULTS = {"cuda": (32, 0.005), "cpu": (4, 0.0)}
 
 
@@ -39,79 +38,6 @@ def default_model_concurrency(kind: str, intra_op_threads: int) -> int:
     if kind == "cuda":
         return 1
     return max(1, available_cores() // intra_op_threads)
-
-
-def default_max_in_flight(kind: str, max_batch_size: int) -> int:
-    """Images admitted at once when COLORIZER_MAX_IN_FLIGHT is 0. Latency under overload is about in-flight images /
-    throughput (Little's law), so the bound is the smallest that keeps the hardware busy. On 2 CPU cores, at 4×
-    capacity: 2 in flight gave accepted p99 1.8× the unloaded p99 at 93% of the throughput 4 in flight gave (3.3×);
-    hence one per core (at least 2, so a page's two parallel uploads both go through). On a GPU: four full batches,
-    so one runs while the next ones decode (not measured: no GPU was lent)."""
-    if kind == "cuda":
-        return 4 * max_batch_size
-    return max(2, available_cores())
-
-
-class InFlight:
-    """Counts admitted images from admission to answer. A single request is refused at the limit (503); an image of
-    a batch request, accepted as a whole, waits in line instead, and while any waits single requests are refused so
-    the batch is not starved. A freed slot goes straight to the oldest waiter."""
-
-    def __init__(self, limit: int, gauge: Gauge | None = None) -> None:
-        self.limit, self._count, self._gauge = limit, 0, gauge
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    @property
-    def count(self) -> int:
-        return self._count
-
-    @count.setter
-    def count(self, value: int) -> None:
-        self._count = value
-        if self._gauge is not None:
-            self._gauge.set(value)
-
-    def enter(self) -> None:
-        self._waiters = deque(f for f in self._waiters if not f.done())
-        if self.count >= self.limit or self._waiters:
-            raise overloaded(f"the server is busy: {self.count} images are being colourised (COLORIZER_MAX_IN_FLIGHT)")
-        self.count += 1
-
-    async def wait_and_enter(self) -> None:
-        if self.count < self.limit and not self._waiters:
-            self.count += 1
-            return
-        turn = asyncio.get_running_loop().create_future()
-        self._waiters.append(turn)
-        try:
-            await turn
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
-                self.leave()  # the slot was handed over just as the deadline cancelled us: pass it on
-            raise
-
-    def leave(self) -> None:
-        while self._waiters:
-            turn = self._waiters.popleft()
-            if not turn.done():
-                turn.set_result(None)  # the slot changes hands; count stays
-                return
-        self.count -= 1
-
-
-class PixelBudget:
-    """Bounds the full-resolution pixels held at once across requests, so memory stays bounded."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.used = limit, 0
-
-    def acquire(self, pixels: int) -> None:
-        if self.used and self.used + pixels > self.limit:
-            raise overloaded(f"the server is busy with {self.used / 1e6:.0f} Mpx of images; try again shortly")
-        self.used += pixels
-
-    def release(self, pixels: int) -> None:
-        self.used -= pixels
 
 
 class Service:
@@ -127,9 +53,8 @@ class Service:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pipeline")
         self.background: list[Callable[[], Any]] = []  # extra shutdown hooks (video jobs)
         self.preparing = 0  # admitted images being decoded, not yet in the batcher's queue
-        self.in_flight = InFlight(
-            settings.max_in_flight or 1, self.metrics.in_flight
-        )  # sized per provider in start() when 0
+        # Sized per provider in start() when COLORIZER_MAX_IN_FLIGHT is 0.
+        self.in_flight = InFlight(settings.max_in_flight or 1, self.metrics.in_flight)
 
     @property
     def model(self) -> ModelRuntime:

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
+from app.admission import InFlight
 from app.errors import ApiError
-from app.service import InFlight
 
 
 def test_single_requests_are_refused_at_the_limit_and_admitted_again_once_a_slot_frees() -> None:
