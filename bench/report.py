@@ -408,8 +408,9 @@ class Report:
         return "\n".join(
             [
                 f"Command: `{ld['command']}` (measured {ld['measured_at']}). Real uvicorn servers (one worker) on "
-                f"127.0.0.1, an httpx.AsyncClient closed loop per level (each client sends its next photo when the "
-                f"answer arrives; at most the request count or the time limit), multipart uploads of 8 different "
+                "127.0.0.1, a closed loop per level over raw sockets (bench/rawhttp.py, so the client takes little CPU "
+                "from the server; each client sends its next photo when the answer arrives; at most the request count "
+                "or the time limit), multipart uploads of 8 different "
                 f"{ld['photo']} photos (~{ld['payload_kb']:.0f} kB each), PNG answers. A 503 is retried after its "
                 "Retry-After, as the web page and a well-behaved client do; latency counts from the first attempt. "
                 "A separate thread GETs "
