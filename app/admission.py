@@ -43,7 +43,6 @@ class InFlight:
             self._gauge.set(value)
 
     def enter(self) -> None:
-        self._waiters = deque(f for f in self._waiters if not f.done())
         if self.count >= self.limit or self._waiters:
             raise overloaded(f"the server is busy: {self.count} images are being colourised (COLORIZER_MAX_IN_FLIGHT)")
         self.count += 1
@@ -56,18 +55,18 @@ class InFlight:
         self._waiters.append(turn)
         try:
             await turn
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
-                self.leave()  # the slot was handed over just as the deadline cancelled us: pass it on
+        except asyncio.CancelledError:  # the deadline passed while waiting
+            if turn.cancelled():
+                self._waiters.remove(turn)  # so only live waiters stay in line
+            else:
+                self.leave()  # the slot was handed over just as we were cancelled: pass it on
             raise
 
     def leave(self) -> None:
-        while self._waiters:
-            turn = self._waiters.popleft()
-            if not turn.done():
-                turn.set_result(None)  # the slot changes hands; count stays
-                return
-        self.count -= 1
+        if self._waiters:
+            self._waiters.popleft().set_result(None)  # the slot changes hands; count stays
+        else:
+            self.count -= 1
 
 
 class PixelBudget:

@@ -67,11 +67,11 @@ class ModelRuntime:
             raise ModelLoadError(f"none of COLORIZER_PROVIDERS {providers} is available (have {available})")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Half the cores by default: on 2 cores one model thread measured 1.4x the throughput of two, because the
-        # decode/encode threads need the other core (docs/PERFORMANCE.md).
+        # Half the cores per run by default, with cores ÷ threads runs at once (app/service.py): on 2 cores two
+        # 1-thread runs did 48 img/s where one 2-thread run did 35 (docs/PERFORMANCE.md).
         self.intra_op_threads = threads or max(1, available_cores() // 2)
         opts.intra_op_num_threads = self.intra_op_threads
-        opts.inter_op_num_threads = 1  # one batch at a time; parallelism lives inside each operator
+        opts.inter_op_num_threads = 1  # no parallel graph branches: runs overlap (the batcher) and operators split
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=opts, providers=[provider_options(p) for p in wanted]

@@ -38,8 +38,6 @@ async def colorize_bytes(service: Service, data: bytes, fmt: str, wait: bool = F
     try:
         header = read_header(data)  # cheap, on the loop: refuses bombs before any thread or memory is spent
         check_pixels(header, s.max_pixels)
-        if not wait:
-            service.in_flight.enter()
     except ApiError:
         service.metrics.images.labels("rejected").inc()
         raise
@@ -47,6 +45,8 @@ async def colorize_bytes(service: Service, data: bytes, fmt: str, wait: bool = F
         async with asyncio.timeout(s.request_timeout_s):
             if wait:
                 await service.in_flight.wait_and_enter()
+            else:
+                service.in_flight.enter()
             try:
                 encoded = await admitted(service, data, fmt, header.width * header.height)
             finally:
