@@ -158,17 +158,21 @@ def command() -> str:
     return shlex.join([*env, ".venv/bin/python", "-m", module, *sys.argv[1:]])
 
 
-def save(name: str, payload: dict[str, Any]) -> Path:
-    """Write docs/perf/<name>.json with the command and the machine alongside the numbers."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    record = {
+def record(payload: dict[str, Any]) -> dict[str, Any]:
+    """The numbers with the command that reproduces them, when, and the machine they were measured on."""
+    return {
         "command": command(),
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
         **payload,
     }
-    path.write_text(json.dumps(record, indent=1, default=float) + "\n")
+
+
+def save(name: str, payload: dict[str, Any]) -> Path:
+    """Write docs/perf/<name>.json: the record of the numbers."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(record(payload), indent=1, default=float) + "\n")
     print(f"wrote {path}")
     return path
 

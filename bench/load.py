@@ -19,7 +19,6 @@ import itertools
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,14 +32,16 @@ import httpx
 import numpy as np
 
 from app.config import Settings
+from app.cores import available_cores
 from app.pipeline import finish, prepare
 from app.runtime import ModelRuntime
 from bench import rawhttp
 from bench.common import CACHE, INT8_MODEL, MODEL, ROOT, SIZES_MP, photo_jpeg, save, stats
+from tests.conftest import free_port
 
 PHOTO_SIDE = 512
 CONCURRENCY = (1, 2, 4, 8, 16, 32)
-CORES = len(os.sched_getaffinity(0))
+CORES = available_cores()
 # (max batch, delay ms, ONNX Runtime intra-op threads; None = the service's default): the batching settings at the
 # default thread count, and the default batching with one thread per core.
 Config = tuple[int, int, int | None]
@@ -79,12 +80,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(name: str, target: str, env: dict[str, str], ready: str, timeout: float = 120) -> Server:
@@ -201,12 +196,10 @@ async def closed_loop(
         counts from the first attempt."""
         t = time.perf_counter()
         while True:
-            try:
-                status, headers, _ = await asyncio.wait_for(rawhttp.send(url, request), 120)
-            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
-                statuses[type(exc).__name__] += 1
+            status, _, headers = await rawhttp.timed(url, request)
+            statuses[str(status)] += 1  # "0": the connection failed, broke off or timed out
+            if not status:
                 return
-            statuses[str(status)] += 1
             if status != 503 or time.perf_counter() > deadline:
                 break
             await asyncio.sleep(float(headers.get("retry-after", "1")))
@@ -318,7 +311,7 @@ def in_process(model: Path, payloads: list[bytes], batch: int, seconds: float, v
         "model": model.name,
         "variant": variant,
         "batch": batch,
-        "threads": runtime.session.get_session_options().intra_op_num_threads,
+        "threads": runtime.intra_op_threads,
         "png_compression": settings.png_compression,
         "images": images,
         "seconds": elapsed,

@@ -9,6 +9,7 @@ one read: the load generator then costs tens of microseconds per request.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from urllib.parse import urlsplit
 
@@ -51,3 +52,13 @@ async def send(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
         return int(status_line.split(" ", 2)[1]), headers, body
     finally:
         writer.close()
+
+
+async def timed(url: str, request: bytes, timeout: float = 120.0) -> tuple[int, float, dict[str, str]]:
+    """(status, seconds, headers) of one request; status 0 when the connection failed, broke off or timed out."""
+    started = time.perf_counter()
+    try:
+        status, headers, _ = await asyncio.wait_for(send(url, request), timeout)
+    except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+        return 0, time.perf_counter() - started, {}
+    return status, time.perf_counter() - started, headers

@@ -30,7 +30,7 @@ import httpx
 import numpy as np
 
 from bench import rawhttp
-from bench.common import command, machine, photo_like, stats
+from bench.common import photo_like, record, stats
 from tests.conftest import Server, launch
 from tests.corpus import ACCEPTED, REJECTED
 
@@ -188,16 +188,6 @@ async def soak(
 # ---------------------------------------------------------------- overload
 
 
-async def raw_post(url: str, request: bytes) -> tuple[int, float, str]:
-    """(status, seconds, Retry-After) of one prepared request; status 0 for a transport error."""
-    started = time.perf_counter()
-    try:
-        status, headers, _ = await asyncio.wait_for(rawhttp.send(url, request), 120)
-    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
-        return 0, time.perf_counter() - started, ""
-    return status, time.perf_counter() - started, headers.get("retry-after", "")
-
-
 def colorize_request(url: str, item: Item) -> bytes:
     return rawhttp.multipart_post(url, "/colorize", "file", item.name, item.data)
 
@@ -210,7 +200,7 @@ async def closed_loop(url: str, item: Item, concurrency: int, seconds: float) ->
 
     async def client_loop() -> None:
         while time.perf_counter() < stop:
-            status, took, _ = await raw_post(url, request)
+            status, took, _ = await rawhttp.timed(url, request)
             if status == 200:
                 latencies.append(took)
 
@@ -230,11 +220,12 @@ async def open_loop(url: str, item: Item, rate: float, seconds: float) -> dict[s
     request, healthz = colorize_request(url, item), rawhttp.get(url, "/healthz")
 
     async def one() -> None:
-        results.append(await raw_post(url, request))
+        status, took, headers = await rawhttp.timed(url, request)
+        results.append((status, took, headers.get("retry-after", "")))
 
     async def probe() -> None:
         while not stop.is_set():
-            status, took, _ = await raw_post(url, healthz)
+            status, took, _ = await rawhttp.timed(url, healthz)
             health.append((status, took))
             await asyncio.sleep(0.1)
 
@@ -335,15 +326,7 @@ def main(argv: list[str] | None = None) -> None:
             verdict = result["p99_ratio"] <= 2 and result["overload"]["healthz_failures"] == 0
     finally:
         server.terminate()
-    record = {
-        "command": command(),
-        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine(),
-        "settings": args.env,
-        "pass": verdict,
-        **result,
-    }
-    text = json.dumps(record, indent=1, default=float)
+    text = json.dumps(record({"settings": args.env, "pass": verdict, **result}), indent=1, default=float)
     if args.out:
         args.out.write_text(text + "\n")
     print(text)

@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         a.sizes, a.min_time = "0.25,1", 0.3
     settings = Settings(model_path=a.model, providers="cpu")
     runtime = ModelRuntime.from_settings(settings)
-    threads = runtime.session.get_session_options().intra_op_num_threads
+    threads = runtime.intra_op_threads
     stages: dict[str, Any] = {}
     before_after: dict[str, Any] = {}
     for mp in a.sizes.split(","):
