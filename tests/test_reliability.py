@@ -13,8 +13,10 @@ import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import cv2
@@ -26,6 +28,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from app.batcher import DynamicBatcher
 from app.config import Settings
@@ -45,6 +48,21 @@ def metric(text: str, name: str) -> float:
 
 def gauge(url: str, name: str) -> float:
     return metric(httpx.get(url + "/metrics", timeout=10).text, name)
+
+
+@contextmanager
+def served(app: ASGIApp, timeout: float, **config: Any) -> Iterator[str]:
+    """``app`` served by a real uvicorn in a thread on a free loopback port, for as long as the block runs."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, timeout, "uvicorn started")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
@@ -212,13 +230,7 @@ def test_an_unexpected_error_answers_json_with_its_request_id_and_is_logged_once
     async def boom() -> None:
         raise RuntimeError("a bug nobody has written a handler for")
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: server.started, 60, "uvicorn started")
+    with served(app, 60, log_config=None) as url:  # no logging config: uvicorn's records reach caplog too
         with caplog.at_level(logging.ERROR):
             r = httpx.get(url + "/test-only/boom", headers={"X-Request-ID": "bug-1", "Origin": origin}, timeout=30)
             time.sleep(0.3)  # were the exception to escape, uvicorn would log it after the answer
@@ -229,9 +241,6 @@ def test_an_unexpected_error_answers_json_with_its_request_id_and_is_logged_once
         assert len([rec for rec in caplog.records if rec.exc_info]) == 1
         assert httpx.post(url + "/colorize", files={"file": ("a.png", gray_png())}, timeout=60).status_code == 200
         assert 'colorizer_errors_total{code="internal_error",status="500"} 1.0' in httpx.get(url + "/metrics").text
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 async def test_a_failed_run_is_logged_once_with_every_request_id(caplog: pytest.LogCaptureFixture) -> None:
@@ -470,14 +479,8 @@ def guarded_echo() -> Iterator[str]:
         exception_handlers={ApiError: api_error},
     )
     app = BodyLimitMiddleware(inner, max_bytes=10_000, read_timeout_s=1.0)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 10, "uvicorn started")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with served(app, 10, log_level="warning") as url:
+        yield url
 
 
 def test_a_trickling_upload_gets_408_at_the_body_deadline(guarded_echo: str) -> None:
