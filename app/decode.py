@@ -35,11 +35,8 @@ def decode_lightness(data: bytes, max_pixels: int) -> DecodedLightness:
         decoded = _from_pixels(img, header, data)
         return DecodedLightness(lightness(decoded.color), decoded.alpha, decoded.format)
     alpha = img[:, :, 3] if img.ndim == 3 and img.shape[2] == 4 else None
-    full_l = lightness_u8(img if img.ndim == 2 else img[:, :, :3])
-    orientation = exif_orientation(data) if header.format == "jpeg" else 1
-    if alpha is not None:
-        alpha = apply_orientation(alpha, orientation)
-    return DecodedLightness(np.ascontiguousarray(apply_orientation(full_l, orientation)), alpha, header.format)
+    full_l, alpha = _as_seen(header, data, lightness_u8(img if img.ndim == 2 else img[:, :, :3]), alpha)
+    return DecodedLightness(np.ascontiguousarray(full_l), alpha, header.format)
 
 
 def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
@@ -74,11 +71,16 @@ def _from_pixels(img: np.ndarray, header: Header, data: bytes) -> DecodedImage:
         color = cv2.cvtColor(img[:, :, 0].astype(np.float32) * scale, cv2.COLOR_GRAY2BGR)
     else:
         color = img[:, :, :3].astype(np.float32) * scale
-    orientation = exif_orientation(data) if header.format == "jpeg" else 1
-    color = apply_orientation(color, orientation)
-    if alpha is not None:
-        alpha = apply_orientation(alpha, orientation)
+    color, alpha = _as_seen(header, data, color, alpha)
     return DecodedImage(color, alpha, header.format)
+
+
+def _as_seen(
+    header: Header, data: bytes, pixels: np.ndarray, alpha: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pixels and alpha turned by the file's EXIF orientation (JPEG only), as the camera meant them to be seen."""
+    orientation = exif_orientation(data) if header.format == "jpeg" else 1
+    return apply_orientation(pixels, orientation), None if alpha is None else apply_orientation(alpha, orientation)
 
 
 def _float_to_uint16(img: np.ndarray) -> np.ndarray:

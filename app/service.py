@@ -19,6 +19,7 @@ from app.config import Settings
 from app.cores import available_cores
 from app.errors import not_ready, overloaded
 from app.metrics import Metrics
+from app.pipeline import Prepared, prepare
 from app.runtime import CUDA, ModelRuntime
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,16 @@ class Service:
         waiting = self.preparing + (self.batcher.depth if self.batcher else 0)
         if waiting >= self.settings.max_queue:
             raise overloaded(f"the server is busy: {waiting} images are already waiting (COLORIZER_MAX_QUEUE)")
+
+    async def prepare(self, data: bytes) -> Prepared:
+        """Decode an admitted upload to L on the pipeline pool, counted while it runs (see ``admit``)."""
+        self.preparing += 1
+        try:
+            return await self.in_thread(
+                prepare, data, self.model.info.input_size, self.settings.max_pixels, self.metrics
+            )
+        finally:
+            self.preparing -= 1
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU work (decode, Lab, resize, encode) off the event loop, on the bounded pipeline pool."""

@@ -18,7 +18,7 @@ from app.encode import MEDIA_TYPES, check_format
 from app.errors import ApiError, error_responses
 from app.image_header import read_header
 from app.observability import request_id_var
-from app.pipeline import finish, prepare
+from app.pipeline import finish
 from app.service import Service
 
 router = APIRouter(dependencies=[Depends(check_api_key)], responses=error_responses())
@@ -70,18 +70,12 @@ async def colorize_bytes(service: Service, data: bytes, fmt: str, wait: bool = F
 
 async def admitted(service: Service, data: bytes, fmt: str, pixels: int) -> bytes:
     """Decode, model, encode for an image holding an in-flight slot; the queue and pixel bounds still apply."""
-    s = service.settings
     service.admit()
     service.pixels.acquire(pixels)
     try:
-        size = service.model.info.input_size
-        service.preparing += 1
-        try:
-            prepared = await service.in_thread(prepare, data, size, s.max_pixels, service.metrics)
-        finally:
-            service.preparing -= 1
+        prepared = await service.prepare(data)
         ab = await service.infer(prepared.small_l, request_id_var.get())
-        return await service.in_thread(finish, prepared, ab, fmt, s.png_compression, service.metrics)
+        return await service.in_thread(finish, prepared, ab, fmt, service.settings.png_compression, service.metrics)
     finally:
         service.pixels.release(pixels)
 
