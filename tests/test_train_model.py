@@ -1,4 +1,4 @@
-"""The PyTorch model: shapes for several batch sizes, finiteness, gradients, raw-Lab contract, bins."""
+"""The PyTorch model: shapes for several batch sizes, finiteness, gradients, raw-Lab contract, hints, bins."""
 
 from __future__ import annotations
 
@@ -7,31 +7,66 @@ import pytest
 import torch
 
 from train.bins import bins_from_counts, count_ab, rebalance_weights, rebalanced_cross_entropy, soft_encode
-from train.model import ColorizerNet, ModelArgs
+from train.calibrate import apply, fit
+from train.model import ColorizerNet, HeadOutput, ModelArgs
 
 CENTRES = torch.tensor([[a, b] for a in range(-40, 50, 10) for b in range(-40, 50, 10)], dtype=torch.float32)
+HEADS = ["classification", "regression", "combined"]
 
 
-def make(head: str) -> ColorizerNet:
-    args = ModelArgs(head=head, width=8, num_bins=len(CENTRES) if head == "classification" else 0)
-    return ColorizerNet(args, CENTRES if head == "classification" else None)
+def make(head: str, hints: bool = False, skips: bool = False) -> ColorizerNet:
+    args = ModelArgs(head=head, width=8, num_bins=len(CENTRES), skips=skips, hints=hints)
+    return ColorizerNet(args, CENTRES)
 
 
-@pytest.mark.parametrize("head", ["classification", "regression"])
+def some_hints(batch: int, size: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    mask = (torch.rand(batch, 1, size, size) < 0.02).float()  # (N, 1, S, S)
+    hint_ab = torch.empty(batch, 2, size, size).uniform_(-60, 60) * mask  # (N, 2, S, S)
+    dist = torch.rand(batch, len(CENTRES))
+    ghint = torch.cat([dist / dist.sum(1, keepdim=True), torch.ones(batch, 1)], 1)  # (N, Q + 1)
+    return hint_ab, mask, ghint
+
+
+@pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("batch", [1, 2, 5])
-def test_shapes_and_finiteness(head: str, batch: int) -> None:
-    model = make(head).eval()
+@pytest.mark.parametrize("hints", [False, True])
+def test_shapes_and_finiteness(head: str, batch: int, hints: bool) -> None:
+    model = make(head, hints=hints, skips=True).eval()
+    lightness = torch.rand(batch, 1, 64, 64) * 100
     with torch.no_grad():
-        ab = model(torch.rand(batch, 1, 64, 64) * 100)
-    assert ab.shape == (batch, 2, 32, 32)
-    assert torch.isfinite(ab).all()
+        outs = [model(lightness)]
+        if hints:
+            outs.append(model(lightness, *some_hints(batch)))
+    for ab in outs:
+        assert isinstance(ab, torch.Tensor)
+        assert ab.shape == (batch, 2, 32, 32)
+        assert torch.isfinite(ab).all()
 
 
-@pytest.mark.parametrize("head", ["classification", "regression"])
-def test_every_parameter_gets_a_gradient(head: str) -> None:
-    model = make(head).train()
-    out = model(torch.rand(2, 1, 64, 64) * 100, features_only=True)
-    out.square().mean().backward()
+def test_hints_reach_the_output_and_zeros_mean_automatic() -> None:
+    model = make("combined", hints=True, skips=True).eval()
+    lightness = torch.rand(2, 1, 64, 64) * 100
+    hint_ab, mask, ghint = some_hints(2)
+    with torch.no_grad():
+        auto = model(lightness)
+        zeros = model(lightness, torch.zeros_like(hint_ab), torch.zeros_like(mask), torch.zeros_like(ghint))
+        local = model(lightness, hint_ab, mask, torch.zeros_like(ghint))
+        glob = model(lightness, torch.zeros_like(hint_ab), torch.zeros_like(mask), ghint)
+    torch.testing.assert_close(auto, zeros)
+    assert not torch.allclose(auto, local)
+    assert not torch.allclose(auto, glob)
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize(("hints", "skips"), [(False, False), (True, True)])
+def test_every_parameter_gets_a_gradient(head: str, hints: bool, skips: bool) -> None:
+    model = make(head, hints=hints, skips=skips).train()
+    extra = some_hints(2) if hints else ()
+    out = model(torch.rand(2, 1, 64, 64) * 100, *extra, features_only=True)
+    assert isinstance(out, HeadOutput)
+    loss = sum(t.square().mean() for t in (out.logits, out.ab_norm) if t is not None)
+    assert isinstance(loss, torch.Tensor)
+    loss.backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
     assert missing == []
 
@@ -41,8 +76,31 @@ def test_classification_output_stays_inside_the_bin_hull() -> None:
     model = make("classification").eval()
     with torch.no_grad():
         ab = model(torch.rand(3, 1, 64, 64) * 100)
+    assert isinstance(ab, torch.Tensor)
     assert ab.min() >= CENTRES.min() - 1e-4
     assert ab.max() <= CENTRES.max() + 1e-4
+
+
+def test_calibration_fit_recovers_an_affine_map_and_is_baked_into_the_model() -> None:
+    rng = np.random.default_rng(0)
+    pred = rng.normal(0, 20, (4, 2, 8, 8))
+    values = [0.8, 0.1, -0.2, 1.2, -3.0, 5.0]
+    truth = apply(values, pred)
+    np.testing.assert_allclose(fit(pred, truth), values, atol=1e-6)
+    # pure noise: the fit shrinks towards gray and never does worse than a = b = 0
+    noise = rng.normal(0, 20, pred.shape)
+    fitted = apply(fit(pred, noise), pred)
+    assert np.mean((fitted - noise) ** 2) <= np.mean(noise**2)
+
+    model = make("regression").eval()
+    lightness = torch.rand(2, 1, 64, 64) * 100
+    with torch.no_grad():
+        raw = model(lightness)
+        model.set_calibration(values)
+        baked = model(lightness)
+    assert isinstance(raw, torch.Tensor)
+    assert isinstance(baked, torch.Tensor)
+    np.testing.assert_allclose(baked.numpy(), apply(values, raw.numpy()), atol=1e-4)
 
 
 def test_soft_encoding_and_rebalancing() -> None:
@@ -57,6 +115,7 @@ def test_soft_encoding_and_rebalancing() -> None:
     np.testing.assert_allclose(prior, [2 / 3, 1 / 3], rtol=1e-6)
     weights = rebalance_weights(centres, prior, lam=0.5, sigma=5.0)
     assert weights[1] > weights[0]  # the rarer colour weighs more
+    np.testing.assert_allclose(rebalance_weights(centres, prior, lam=1.0), [1.0, 1.0], rtol=1e-6)  # λ = 1: off
     logits = torch.zeros(1, 2, 1, 1, requires_grad=True)
     loss = rebalanced_cross_entropy(
         logits, torch.tensor([[[[1.0]], [[0.0]]]]), torch.zeros(1, 1, 1, dtype=torch.long), torch.from_numpy(weights)

@@ -31,8 +31,8 @@ def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("head", ["classification", "regression"])
-def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str) -> None:
+@pytest.mark.parametrize(("head", "hints"), [("classification", False), ("regression", False), ("combined", True)])
+def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str, hints: bool) -> None:
     out = tmp_path / "run"
     common = [
         "--data_dir",
@@ -51,6 +51,10 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         "0",
         "--val_fraction",
         "0.2",
+        "--calib_fraction",
+        "0.3",
+        "--hints",
+        str(hints),
         "--head",
         head,
         "--warmup_steps",
@@ -68,19 +72,35 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
     assert all(np.isfinite(r["val_loss"]) for r in records)
 
     onnx_path = tmp_path / "model.onnx"
-    export.main([ckpt, str(onnx_path), "--version", "test-1"])
-    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    export.main([ckpt, str(onnx_path), "--version", "test-1", *(["--calibrate"] if hints else [])])
+    proto = onnx.load(str(onnx_path))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    inputs = [i.name for i in proto.graph.input]
+    if hints:
+        assert inputs == ["L", "hint_ab", "hint_mask", "global_hint"]
+        assert meta["colorizer.hints"] == "local,global"
+        bins = json.loads(meta["colorizer.ab_bins"])
+        assert len(bins) == first["model_args"]["num_bins"] > 0
+        assert all(len(b) == 2 for b in bins)
+        assert json.loads(meta["colorizer.calibration"]) != [1, 0, 0, 1, 0, 0]
+    else:
+        assert inputs == ["L"]
+        assert "colorizer.hints" not in meta
     assert meta["colorizer.input_size"] == "64"
     assert meta["colorizer.version"] == "test-1"
     assert head in meta["colorizer.architecture"]
     assert "colorizer.trained_on" in meta
     model, _ = export.load_model(ckpt)
-    assert export.parity(model, onnx_path, 64, batch=4) < 1e-3
+    if hints:
+        model.set_calibration(json.loads(meta["colorizer.calibration"]))
+    assert export.parity(model, onnx_path, 64, batch=4) < 1e-3  # with hints present, for a hint model
 
     report = tmp_path / "eval"
     evaluate.main([str(onnx_path), str(photo_dir), "--out", str(report), "--limit", "4"])
     table = (report / "EVALUATION.md").read_text()
     assert "gray baseline" in table
+    assert ("10 hints" in table) == hints
+    assert ("global hint" in table) == hints
     assert (report / "grid.png").stat().st_size > 1000
 
 

@@ -17,14 +17,18 @@ class TrainConfig:
     cache_dir: str = ""  # decoded-image cache; default: <out_dir>/cache
     out_dir: str = "runs/default"  # checkpoints, logs and bin tables go here
     val_fraction: float = 0.05  # share of photos held out (chosen by a hash of the path, so stable)
+    calib_fraction: float = 0.05  # share held out for fitting the ab calibration after training (not val)
     crop_size: int = 128  # training crop side; also the exported model's input size S
     cache_max_side: int = 512  # longer side of the cached decoded images
     min_crop_fraction: float = 0.3  # smallest crop side as a share of the image's shorter side
-    head: str = "classification"  # "classification" (Zhang et al. bins) or "regression"
+    head: str = "combined"  # "classification" (Zhang et al. bins), "regression", or "combined" (both, Zhang 2017)
+    regression_weight: float = 10.0  # combined head: loss = CE + this × L1 on ab/110 (colorization-pytorch)
+    skips: bool = True  # U-Net shortcuts from the encoder into the decoder
+    hints: bool = True  # train with sampled local and global colour hints (Zhang et al. 2017)
     global_extractor: str = "compact"  # "compact" (from scratch) or "inception_resnet_v2" (timm)
     global_weights: str = ""  # local weights file for inception_resnet_v2; empty = timm hub
     width: int = 16  # channels of the first encoder layer; the rest scale from it
-    rebalance_lambda: float = 0.5  # mix of empirical ab prior and uniform for class weights
+    rebalance_lambda: float = 1.0  # mix of empirical ab prior and uniform for class weights; 1 = no rebalancing
     soft_sigma: float = 5.0  # Gaussian sigma (ab units) of soft-encoded targets
     soft_neighbours: int = 5  # bins each target pixel is spread over
     annealed_t: float = 0.38  # temperature of the annealed-mean decoding
@@ -57,8 +61,8 @@ def parse_config(argv: list[str] | None = None, base: TrainConfig | None = None)
             parser.add_argument(f"--{f.name}", type=type(default), default=default)
     args = parser.parse_args(argv)
     cfg = dataclasses.replace(cfg, **vars(args))
-    if cfg.head not in ("classification", "regression"):
-        parser.error(f"--head must be classification or regression, not {cfg.head!r}")
+    if cfg.head not in ("classification", "regression", "combined"):
+        parser.error(f"--head must be classification, regression or combined, not {cfg.head!r}")
     if cfg.global_extractor not in ("compact", "inception_resnet_v2"):
         parser.error(f"--global_extractor must be compact or inception_resnet_v2, not {cfg.global_extractor!r}")
     if cfg.crop_size % 8:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from train.hints import sample_global_hint, sample_local_hints
 from train.lab import bgr_to_lab
 
 log = logging.getLogger(__name__)
@@ -35,17 +36,29 @@ def list_images(root: str) -> list[str]:
     return sorted(found)
 
 
+def path_hash(relpath: str) -> float:
+    """A stable number in [0, 1) per photo path: the splits are bands of it."""
+    digest = hashlib.sha1(relpath.encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32
+
+
 def is_validation(relpath: str, fraction: float) -> bool:
     """A stable split: a photo is held out when the hash of its path falls below the fraction."""
-    digest = hashlib.sha1(relpath.encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+    return path_hash(relpath) < fraction
 
 
-def split_images(root: str, fraction: float) -> tuple[list[str], list[str]]:
+def is_calibration(relpath: str, val_fraction: float, calib_fraction: float) -> bool:
+    """The calibration split: the band of hashes just above validation, never trained on or evaluated."""
+    return val_fraction <= path_hash(relpath) < val_fraction + calib_fraction
+
+
+def split_images(root: str, fraction: float, calib_fraction: float = 0.0) -> tuple[list[str], list[str], list[str]]:
+    """Train, validation and calibration photos (relative paths); the three never overlap."""
     files = list_images(root)
     val = [f for f in files if is_validation(f, fraction)]
-    train = [f for f in files if not is_validation(f, fraction)]
-    return train, val
+    calib = [f for f in files if is_calibration(f, fraction, calib_fraction)]
+    train = [f for f in files if path_hash(f) >= fraction + calib_fraction]
+    return train, val, calib
 
 
 def read_bgra(path: str) -> np.ndarray | None:
@@ -94,6 +107,7 @@ def has_cutout(img: np.ndarray) -> bool:
 class Sample:
     lightness: np.ndarray  # (1, S, S) float32, L in [0, 100]
     ab: np.ndarray  # (2, S/2, S/2) float32, ab in Lab units
+    ab_full: np.ndarray  # (2, S, S) float32, ab at the input size (where local hints are taken)
 
 
 def random_crop(img: np.ndarray, size: int, min_fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -129,25 +143,35 @@ def to_sample(bgr: np.ndarray) -> Sample:
     lab = bgr_to_lab(np.ascontiguousarray(bgr[:, :, :3]))
     size = lab.shape[0]
     ab = cv2.resize(lab[:, :, 1:], (size // 2, size // 2), interpolation=cv2.INTER_AREA)
-    return Sample(lab[None, :, :, 0].copy(), ab.transpose(2, 0, 1).copy())
+    return Sample(lab[None, :, :, 0].copy(), ab.transpose(2, 0, 1).copy(), lab[:, :, 1:].transpose(2, 0, 1).copy())
 
 
-class RandomCrops(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
-    """An endless stream of augmented (L, ab) crops; photos drawn with weight ∝ √pixels.
+def hint_tensors(s: Sample, centres: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+    """Training hints for one sample: hint_ab (2, S, S), hint_mask (1, S, S), global_hint (Q + 1,)."""
+    hint_ab, mask = sample_local_hints(s.ab_full, rng)
+    small = s.ab[:, ::2, ::2]  # (2, S/4, S/4) is plenty for a distribution over 10-unit bins
+    return torch.from_numpy(hint_ab), torch.from_numpy(mask), torch.from_numpy(sample_global_hint(small, centres, rng))
+
+
+class RandomCrops(IterableDataset[tuple[torch.Tensor, ...]]):
+    """An endless stream of augmented (L, ab) crops, plus sampled hints when ``centres`` is given;
+    photos drawn with weight ∝ √pixels.
 
     The √ weighting keeps hundreds of small stamps and 320 px thumbnails from crowding out the large
     photos, without letting a few 2560 px wallpapers take over.
     """
 
-    def __init__(self, images: list[np.ndarray], size: int, min_fraction: float, seed: int) -> None:
+    def __init__(
+        self, images: list[np.ndarray], size: int, min_fraction: float, seed: int, centres: np.ndarray | None = None
+    ) -> None:
         self.photos = [im for im in images if not has_cutout(im)]
         self.cutouts = [im for im in images if has_cutout(im)]
-        self.size, self.min_fraction, self.seed = size, min_fraction, seed
+        self.size, self.min_fraction, self.seed, self.centres = size, min_fraction, seed, centres
         weights = np.array([np.sqrt(im.shape[0] * im.shape[1]) for im in images])
         self.order = images
         self.p = weights / weights.sum()
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         info = get_worker_info()
         rank = int(os.environ.get("RANK", "0"))
         rng = np.random.default_rng([self.seed, rank, info.id if info else 0])
@@ -159,7 +183,8 @@ class RandomCrops(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
             else:
                 crop = random_crop(img, self.size, self.min_fraction, rng)
             s = to_sample(crop)
-            yield torch.from_numpy(s.lightness), torch.from_numpy(s.ab)
+            hints = () if self.centres is None else hint_tensors(s, self.centres, rng)
+            yield torch.from_numpy(s.lightness), torch.from_numpy(s.ab), *hints
 
 
 def validation_batch(images: list[np.ndarray], size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,14 +1,18 @@
-"""Evaluation CLI: an exported ONNX model on a folder of colour photos, against the gray baseline.
+"""Evaluation CLI: an exported ONNX model on a folder of colour photos, against the gray baseline, automatic
+and with colour hints.
 
     python -m train.evaluate models/colorizer.onnx ~/.cache/colorize/train --split val --out docs/eval
 
 Metrics at 256×256 on uint8 RGB, as DDColor's basicsr computes PSNR; colourfulness is Hasler and
-Süsstrunk's (2003) M. The gray baseline predicts a = b = 0.
+Süsstrunk's (2003) M. The gray baseline predicts a = b = 0. For a model with hint inputs, the same photos are
+also scored with 1, 2, 5, 10 and 20 local hints from the truth, sampled as in training with a fixed seed,
+and with the truth's own global hint (Zhang et al. 2017's evaluation).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +22,12 @@ import numpy as np
 import onnxruntime as ort
 
 from train.data import is_validation, list_images, read_bgra
+from train.hints import ab_distribution, global_hint, place_hints
 from train.lab import bgr_to_lab, lab_to_bgr
 
 EVAL_SIZE = 256
+HINT_COUNTS = (1, 2, 5, 10, 20)
+SEED = 2017
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -41,17 +48,44 @@ class Scores:
     colourfulness: float
 
 
+@dataclass
+class Hints:
+    hint_ab: np.ndarray  # (2, S, S) raw ab, 0 where no hint
+    hint_mask: np.ndarray  # (1, S, S)
+    global_hint: np.ndarray  # (Q + 1,)
+
+
 class OnnxColorizer:
-    """The exported model, used the way the service uses it: L at its size in, ab out, joined with L."""
+    """The exported model, used the way the service uses it: L at its size in (with hints, or zeros for a hint
+    model), ab out, joined with the full-resolution L."""
 
     def __init__(self, path: str) -> None:
         self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        self.size = int(self.session.get_modelmeta().custom_metadata_map["colorizer.input_size"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.size = int(meta["colorizer.input_size"])
+        self.takes_hints = {i.name for i in self.session.get_inputs()} >= {"hint_ab", "hint_mask", "global_hint"}
+        self.bins = np.array(json.loads(meta["colorizer.ab_bins"]), np.float32) if self.takes_hints else None
 
-    def __call__(self, bgr: np.ndarray) -> np.ndarray:
+    def no_hints(self) -> Hints:
+        q = 0 if self.bins is None else len(self.bins)
+        s = self.size
+        return Hints(np.zeros((2, s, s), np.float32), np.zeros((1, s, s), np.float32), np.zeros(q + 1, np.float32))
+
+    def truth_ab(self, bgr: np.ndarray) -> np.ndarray:
+        """The truth's ab at model resolution (2, S, S), where local hints are taken."""
+        lab = bgr_to_lab(bgr)
+        return cv2.resize(lab[:, :, 1:], (self.size, self.size), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+
+    def __call__(self, bgr: np.ndarray, hints: Hints | None = None) -> np.ndarray:
         lab = bgr_to_lab(bgr)
         small = cv2.resize(lab[:, :, 0], (self.size, self.size), interpolation=cv2.INTER_AREA)
-        (ab,) = self.session.run(["ab"], {"L": small[None, None]})  # (1, 2, h, w)
+        feeds = {"L": small[None, None]}
+        if self.takes_hints:
+            h = hints or self.no_hints()
+            feeds |= {"hint_ab": h.hint_ab[None], "hint_mask": h.hint_mask[None], "global_hint": h.global_hint[None]}
+        elif hints is not None:
+            raise ValueError("this model takes no hints")
+        (ab,) = self.session.run(["ab"], feeds)  # (1, 2, h, w)
         ab_full = cv2.resize(ab[0].transpose(1, 2, 0), (bgr.shape[1], bgr.shape[0]), interpolation=cv2.INTER_LINEAR)
         return lab_to_bgr(np.dstack([lab[:, :, :1], ab_full]))
 
@@ -72,57 +106,115 @@ def load_eval_image(path: str) -> np.ndarray:
     return cv2.resize(bgr, (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_AREA)
 
 
-def contact_sheet(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], thumb: int = 160) -> np.ndarray:
-    """A grid with one row per photo: gray input | model output | ground truth."""
-    tiles = []
-    for truth, gray, pred in rows:
-        tiles.append(
-            np.hstack([cv2.resize(x, (thumb, thumb), interpolation=cv2.INTER_AREA) for x in (gray, pred, truth)])
-        )
+def mark_hints(bgr: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Outline each hint patch (mask at model size) on the image, so a grid shows where the hints were."""
+    out = bgr.copy()
+    scale = bgr.shape[0] / mask.shape[-1]
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((mask[0] > 0).astype(np.uint8))
+    for x, y, w, h, _ in stats[1:n]:
+        x0, y0 = int(x * scale) - 2, int(y * scale) - 2
+        x1, y1 = int((x + w) * scale) + 1, int((y + h) * scale) + 1
+        cv2.rectangle(out, (x0 - 1, y0 - 1), (x1 + 1, y1 + 1), (0, 0, 0), 1)
+        cv2.rectangle(out, (x0, y0), (x1, y1), (255, 255, 255), 1)
+    return out
+
+
+def contact_sheet(rows: list[list[np.ndarray]], labels: list[str], thumb: int = 160) -> np.ndarray:
+    """A grid with one row per photo and one labelled column per image in the row."""
+    tiles = [np.hstack([cv2.resize(x, (thumb, thumb), interpolation=cv2.INTER_AREA) for x in row]) for row in rows]
     grid = np.vstack(tiles)
     header = np.full((28, grid.shape[1], 3), 255, np.uint8)
-    for i, label in enumerate(("gray input", "colorizer", "original")):
-        cv2.putText(header, label, (i * thumb + 8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, label in enumerate(labels):
+        cv2.putText(header, label, (i * thumb + 8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return np.vstack([header, grid])
 
 
-def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> tuple[Scores, Scores, Scores, np.ndarray]:
-    """Mean scores of model, gray baseline and ground truth; and a before/after grid."""
+@dataclass
+class Report:
+    modes: dict[str, Scores]  # "automatic", "1 hint", …, "global hint", "gray baseline", "ground truth"
+    photos: int
+    grid: np.ndarray  # gray | automatic | truth
+    hint_grid: np.ndarray | None  # gray | automatic | 10 hints (marked) | truth
+
+
+def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> Report:
+    """Mean scores per mode; hint modes use one seeded generator per photo, so every model sees the same hints."""
     model = OnnxColorizer(model_path)
-    m, g, t = [], [], []
-    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for path in files:
+    scores: dict[str, list[tuple[float, float]]] = {}
+    rows: list[list[np.ndarray]] = []
+    hint_rows: list[list[np.ndarray]] = []
+
+    def score(mode: str, pred: np.ndarray, truth: np.ndarray) -> None:
+        scores.setdefault(mode, []).append((psnr(pred[..., ::-1], truth[..., ::-1]), colourfulness(pred)))
+
+    for i, path in enumerate(files):
         truth = load_eval_image(path)
         gray = gray_baseline(truth)
-        pred = model(truth)
-        m.append((psnr(pred[..., ::-1], truth[..., ::-1]), colourfulness(pred)))
-        g.append((psnr(gray[..., ::-1], truth[..., ::-1]), colourfulness(gray)))
-        t.append((float("nan"), colourfulness(truth)))
+        auto = model(truth)
+        score("automatic", auto, truth)
+        score("gray baseline", gray, truth)
+        scores.setdefault("ground truth", []).append((float("nan"), colourfulness(truth)))
         if len(rows) < grid_rows:
-            rows.append((truth, gray, pred))
+            rows.append([gray, auto, truth])
+        if not model.takes_hints:
+            continue
+        assert model.bins is not None
+        ab = model.truth_ab(truth)
+        for n in HINT_COUNTS:
+            hint_ab, mask = place_hints(ab, n, np.random.default_rng([SEED, i, n]))
+            pred = model(truth, Hints(hint_ab, mask, model.no_hints().global_hint))
+            score(f"{n} hint{'s' if n > 1 else ''}", pred, truth)
+            if n == 10 and len(hint_rows) < grid_rows:
+                hint_rows.append([gray, auto, mark_hints(pred, mask), truth])
+        blank = model.no_hints()
+        pred = model(truth, Hints(blank.hint_ab, blank.hint_mask, global_hint(ab_distribution(ab, model.bins))))
+        score("global hint (truth's)", pred, truth)
 
     def mean(xs: list[tuple[float, float]]) -> Scores:
         arr = np.array(xs)
-        return Scores(
-            float(np.nanmean(arr[:, 0])) if not np.isnan(arr[:, 0]).all() else float("nan"), float(arr[:, 1].mean())
-        )
+        p = float(np.nanmean(arr[:, 0])) if not np.isnan(arr[:, 0]).all() else float("nan")
+        return Scores(p, float(arr[:, 1].mean()))
 
-    return mean(m), mean(g), mean(t), contact_sheet(rows)
-
-
-def markdown_table(model: Scores, gray: Scores, truth: Scores, n: int, model_path: str) -> str:
-    return "\n".join(
-        [
-            f"Evaluation of `{os.path.basename(model_path)}` on {n} photos at {EVAL_SIZE}×{EVAL_SIZE}",
-            "",
-            "| | PSNR RGB (dB) ↑ | colourfulness (Hasler–Süsstrunk) |",
-            "| --- | ---: | ---: |",
-            f"| colorizer | {model.psnr:.2f} | {model.colourfulness:.1f} |",
-            f"| gray baseline (a = b = 0) | {gray.psnr:.2f} | {gray.colourfulness:.1f} |",
-            f"| ground truth | – | {truth.colourfulness:.1f} |",
-            "",
-        ]
+    return Report(
+        {mode: mean(xs) for mode, xs in scores.items()},
+        len(files),
+        contact_sheet(rows, ["gray input", "colorizer", "original"]),
+        contact_sheet(hint_rows, ["gray input", "automatic", "10 hints", "original"]) if hint_rows else None,
     )
+
+
+def markdown_table(report: Report, model_path: str) -> str:
+    lines = [
+        f"Evaluation of `{os.path.basename(model_path)}` on {report.photos} photos at {EVAL_SIZE}×{EVAL_SIZE}",
+        "",
+        "| | PSNR RGB (dB) ↑ | colourfulness (Hasler–Süsstrunk) |",
+        "| --- | ---: | ---: |",
+    ]
+    for mode, s in report.modes.items():
+        p = "–" if np.isnan(s.psnr) else f"{s.psnr:.2f}"
+        lines.append(f"| {mode} | {p} | {s.colourfulness:.1f} |")
+    return "\n".join([*lines, ""])
+
+
+def hint_plot(reports: dict[str, Report], path: Path) -> None:
+    """PSNR against the number of local hints, one line per model, the gray baseline dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, r in reports.items():
+        counts = [0, *[n for n in HINT_COUNTS if f"{n} hint{'s' if n > 1 else ''}" in r.modes]]
+        ys = [r.modes["automatic"].psnr] + [r.modes[f"{n} hint{'s' if n > 1 else ''}"].psnr for n in counts[1:]]
+        ax.plot(counts, ys, marker="o", label=name)
+    gray = next(iter(reports.values())).modes["gray baseline"].psnr
+    ax.axhline(gray, linestyle="--", color="gray", label="gray baseline")
+    ax.set(xlabel="local hints from the truth", ylabel="PSNR RGB (dB)", title="Colour hints: PSNR on validation")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -145,11 +237,14 @@ def main(argv: list[str] | None = None) -> None:
     files = [os.path.join(a.folder, f) for f in rel][: a.limit or None]
     if not files:
         raise SystemExit(f"no images in {a.folder} (split {a.split})")
-    model, gray, truth, grid = evaluate(a.model, files)
+    report = evaluate(a.model, files)
     a.out.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(model, gray, truth, len(files), a.model)
+    table = markdown_table(report, a.model)
     (a.out / "EVALUATION.md").write_text(table)
-    cv2.imwrite(str(a.out / "grid.png"), grid)
+    cv2.imwrite(str(a.out / "grid.png"), report.grid)
+    if report.hint_grid is not None:
+        cv2.imwrite(str(a.out / "grid_hints.png"), report.hint_grid)
+        hint_plot({os.path.basename(a.model): report}, a.out / "hints_psnr.png")
     print(table)
 
 

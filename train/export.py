@@ -1,6 +1,6 @@
 """Export CLI: checkpoint -> self-describing ONNX file, checked and compared with PyTorch.
 
-python -m train.export runs/default/last.pt models/colorizer.onnx --version 1.0.1
+python -m train.export runs/default/last.pt models/colorizer.onnx --version 2.0.0 --calibrate
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -16,7 +17,10 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from train.calibrate import calibrate
 from train.model import ColorizerNet, ModelArgs
+
+HINT_INPUTS = ("hint_ab", "hint_mask", "global_hint")
 
 log = logging.getLogger(__name__)
 DEFAULT_TRAINED_ON = "Debian/PyPI photo set of shared/data/TRAINING_DATA.md (see models/README.md)"
@@ -31,41 +35,87 @@ def load_model(checkpoint: str, annealed_t: float = 0.0) -> tuple[ColorizerNet, 
     args = ModelArgs(**ckpt["model_args"])
     if annealed_t > 0:
         args.annealed_t = annealed_t
-    centres = torch.from_numpy(np.asarray(ckpt["bins"]["centres"])) if args.head == "classification" else None
+    centres = torch.from_numpy(np.asarray(ckpt["bins"]["centres"])) if args.num_bins else None
     model = ColorizerNet(args, centres)
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt
 
 
 class _Inference(torch.nn.Module):
-    """The graph we ship: L in, ab out, with no training-only switches for the tracer to trip on."""
+    """The graph we ship: L (and hints) in, ab out, with no training-only switches for the tracer to trip on."""
 
     def __init__(self, model: ColorizerNet) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, lightness: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(self.model.features(lightness))
+    def forward(
+        self,
+        lightness: torch.Tensor,
+        hint_ab: torch.Tensor | None = None,
+        hint_mask: torch.Tensor | None = None,
+        global_hint: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.model.decode(self.model.heads(lightness, hint_ab, hint_mask, global_hint, logits=False))
+
+
+def input_names(args: ModelArgs) -> list[str]:
+    return ["L", *HINT_INPUTS] if args.hints else ["L"]
+
+
+def example_inputs(args: ModelArgs, batch: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs of the exported signature; hints, when the model takes them, are sparse and realistic."""
+    rng = np.random.default_rng(seed)
+    feeds = {"L": (rng.random((batch, 1, size, size)) * 100).astype(np.float32)}  # (N, 1, S, S)
+    if args.hints:
+        mask = (rng.random((batch, 1, size, size)) < 0.01).astype(np.float32)  # (N, 1, S, S)
+        feeds["hint_ab"] = (rng.uniform(-60, 60, (batch, 2, size, size)) * mask).astype(np.float32)  # (N, 2, S, S)
+        feeds["hint_mask"] = mask
+        dist = rng.random((batch, args.num_bins)).astype(np.float32)
+        dist /= dist.sum(1, keepdims=True)
+        feeds["global_hint"] = np.concatenate([dist, np.ones((batch, 1), np.float32)], 1)  # (N, Q + 1)
+        feeds["global_hint"][0] = 0  # one sample with no global hint
+    return feeds
 
 
 def architecture_name(args: ModelArgs) -> str:
-    return f"colorizer-cnn/w{args.width}/{args.global_extractor}/{args.head}"
+    parts = [f"colorizer-cnn/w{args.width}/{args.global_extractor}/{args.head}"]
+    parts += ["unet"] if args.skips else []
+    parts += ["hints"] if args.hints else []
+    return "/".join(parts)
 
 
-def export_onnx(model: ColorizerNet, out: Path, input_size: int, metadata: dict[str, str], opset: int = 17) -> float:
-    """Write the ONNX file, run onnx.checker, and return the max |ab| difference ORT vs PyTorch."""
+def hint_metadata(model: ColorizerNet) -> dict[str, str]:
+    """colorizer.hints and colorizer.ab_bins, per the model contract, for a model that takes hints."""
+    if not model.args.hints:
+        return {}
+    centres = model.bin_centres.tolist()  # type: ignore[operator]  # a registered buffer: (Q, 2)
+    return {
+        "colorizer.hints": "local,global",
+        "colorizer.ab_bins": json.dumps([[float(a), float(b)] for a, b in centres]),
+    }
+
+
+def export_onnx(model: ColorizerNet, out: Path, input_size: int, metadata: dict[str, str], opset: int = 18) -> float:
+    """Write the ONNX file with the torch.export-based exporter, run onnx.checker, and return the max |ab|
+    difference ORT vs PyTorch (the TorchScript exporter is deprecated from torch 2.9; this one also gave a
+    graph ONNX Runtime ran faster here)."""
     model = model.eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    example = torch.rand(2, 1, input_size, input_size) * 100  # (N, 1, S, S)
+    names = input_names(model.args)
+    example = tuple(torch.from_numpy(x) for x in example_inputs(model.args, 2, input_size).values())
+    batch = torch.export.Dim("N", min=1, max=4096)
+    arg_names = ("lightness", "hint_ab", "hint_mask", "global_hint")[: len(names)]
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
         _Inference(model).eval(),
-        (example,),
+        example,
         str(out),
-        input_names=["L"],
+        input_names=names,
         output_names=["ab"],
-        dynamic_axes={"L": {0: "N"}, "ab": {0: "N"}},
+        dynamic_shapes={name: {0: batch} for name in arg_names},
         opset_version=opset,
-        dynamo=False,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
     )
     proto = onnx.load(str(out))
     for key, value in metadata.items():
@@ -77,12 +127,13 @@ def export_onnx(model: ColorizerNet, out: Path, input_size: int, metadata: dict[
 
 
 def parity(model: ColorizerNet, path: Path, input_size: int, batch: int = 3) -> float:
-    """Max abs difference in ab units between ONNX Runtime and PyTorch on the same random input."""
-    x = (torch.rand(batch, 1, input_size, input_size) * 100).numpy()
+    """Max abs difference in ab units between ONNX Runtime and PyTorch on the same random input (with hints
+    present, for a hint model)."""
+    feeds = example_inputs(model.args, batch, input_size, seed=1)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (ort_ab,) = session.run(["ab"], {"L": x})
+    (ort_ab,) = session.run(["ab"], feeds)
     with torch.no_grad():
-        torch_ab = model(torch.from_numpy(x)).numpy()
+        torch_ab = model(*(torch.from_numpy(x) for x in feeds.values())).numpy()  # type: ignore[union-attr]
     return float(np.abs(ort_ab - torch_ab).max())
 
 
@@ -95,9 +146,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--input_size", type=int, default=0, help="default: the training crop size")
     p.add_argument("--trained_on", default=DEFAULT_TRAINED_ON)
     p.add_argument("--annealed_t", type=float, default=0.0, help="decoding temperature; default: the checkpoint's")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit the ab calibration (2×2 + offset) on the run's calibration split and bake it in",
+    )
+    p.add_argument("--data_dir", default="", help="photos for --calibrate; default: the checkpoint's data_dir")
+    p.add_argument("--cache_dir", default="", help="decoded-photo cache for --calibrate; default: the run's")
     p.add_argument("--max_diff", type=float, default=0.05, help="fail when ORT and PyTorch differ by more (ab)")
     a = p.parse_args(argv)
     model, ckpt = load_model(a.checkpoint, a.annealed_t)
+    if a.calibrate:
+        cal = calibrate(model, a.data_dir or ckpt["config"]["data_dir"], ckpt["config"], a.cache_dir)
+        log.info(
+            "calibration on %d photos: ab RMSE %.2f -> %.2f (gray %.2f); M·ab + t = %s",
+            cal.photos,
+            cal.rmse_before,
+            cal.rmse_after,
+            cal.rmse_gray,
+            [round(v, 4) for v in cal.values],
+        )
     size = a.input_size or int(ckpt["config"]["crop_size"])
     version = a.version or f"{dt.date.today():%Y.%m.%d}-step{ckpt['step']}"
     metadata = {
@@ -108,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         "colorizer.train_steps": str(ckpt["step"]),
         "colorizer.head": model.args.head,
         "colorizer.annealed_t": str(model.args.annealed_t),
+        "colorizer.calibration": json.dumps([round(v, 6) for v in model.args.calibration]),
+        **hint_metadata(model),
     }
     diff = export_onnx(model, a.output, size, metadata)
     digest = hashlib.sha256(a.output.read_bytes()).hexdigest()[:16]

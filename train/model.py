@@ -1,12 +1,18 @@
 """The colourisation CNN: encoder → global feature extractor → fusion → decoder → ab head.
 
-The model speaks raw Lab: ``forward`` takes L in [0, 100] and returns ab in Lab units, so the exported
-ONNX graph carries its own normalisation and (for the classification head) the annealed-mean decoding.
+The model speaks raw Lab: ``forward`` takes L in [0, 100] (and, for a hint model, hints in raw ab) and returns
+ab in Lab units, so the exported ONNX graph carries its own normalisation, the decoding of the head and the
+calibration fitted after training.
+
+Model 2.0 follows Zhang et al. 2017 (richzhang/colorization-pytorch): U-Net shortcuts from the encoder to the
+decoder, a classification head and a regression head trained together (the output is the regression head's),
+local point hints as extra input channels beside L, and a global hint (an ab distribution) fused beside the
+global feature vector.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -15,17 +21,22 @@ from torch import nn
 from train.global_features import build_global_extractor
 
 L_CENT, L_NORM, AB_NORM = 50.0, 50.0, 110.0
+HEADS = ("classification", "regression", "combined")
+IDENTITY_CALIBRATION = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]  # row-major 2×2 matrix, then the (a, b) offset
 
 
 @dataclass
 class ModelArgs:
-    head: str = "classification"  # "classification" or "regression"
+    head: str = "classification"  # "classification", "regression", or "combined" (both; output from regression)
     width: int = 16  # channels of the first encoder layer; later layers are multiples
     global_extractor: str = "compact"
     global_weights: str = ""  # local weights file for a pretrained extractor
-    num_bins: int = 0  # Q for the classification head; set from the data
+    num_bins: int = 0  # Q for the classification head and the global hint; set from the data
     annealed_t: float = 0.38
     fused_channels: int = 256
+    skips: bool = False  # U-Net shortcuts from the encoder's H/2 and H/4 stages into the decoder
+    hints: bool = False  # take hint_ab, hint_mask (local) and global_hint inputs
+    calibration: list[float] = field(default_factory=lambda: list(IDENTITY_CALIBRATION))  # ab ← M·ab + t
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -41,13 +52,18 @@ def conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class Encoder(nn.Module):
-    """Eight 3×3 layers; three stride-2 layers take H×W to H/8×W/8 with ``out`` channels."""
+    """Eight 3×3 layers; three stride-2 layers take H×W to H/8×W/8 with ``out`` channels.
 
-    def __init__(self, width: int, out: int) -> None:
+    ``forward`` also returns the H/2 (2w channels) and H/4 (4w channels) stage outputs for the shortcuts.
+    """
+
+    SKIP_AFTER = (1, 3)  # layer indices whose outputs feed the decoder's shortcuts
+
+    def __init__(self, cin: int, width: int, out: int) -> None:
         super().__init__()
         w = width
         self.layers = nn.Sequential(
-            conv(1, w, 2),  # H/2
+            conv(cin, w, 2),  # H/2
             conv(w, 2 * w),
             conv(2 * w, 2 * w, 2),  # H/4
             conv(2 * w, 4 * w),
@@ -57,70 +73,135 @@ class Encoder(nn.Module):
             conv(8 * w, out),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        skips = []
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i in self.SKIP_AFTER:
+                skips.append(x)
+        return x, skips  # (N, out, H/8, W/8), [(N, 2w, H/2, W/2), (N, 4w, H/4, W/4)]
 
 
 class Decoder(nn.Module):
-    """Convolutions with two 2× upsamplings: H/8 → H/2, where the head predicts."""
+    """Convolutions with two 2× upsamplings, H/8 → H/2 where the heads predict; with ``skips``, each
+    upsampled map is concatenated with the encoder's map of the same size before its convolution."""
 
-    def __init__(self, cin: int, width: int) -> None:
+    def __init__(self, cin: int, width: int, skips: bool) -> None:
         super().__init__()
-        self.layers = nn.Sequential(
-            conv(cin, 4 * width),
-            nn.Upsample(scale_factor=2, mode="nearest"),  # H/4
-            conv(4 * width, 4 * width),
-            nn.Upsample(scale_factor=2, mode="nearest"),  # H/2
-            conv(4 * width, 2 * width),
-        )
-        self.out_channels = 2 * width
+        w, self.skips = width, skips
+        self.inner = conv(cin, 4 * w)
+        self.up4 = conv(4 * w + (4 * w if skips else 0), 4 * w)  # at H/4
+        self.up2 = conv(4 * w + (2 * w if skips else 0), 2 * w)  # at H/2
+        self.out_channels = 2 * w
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+    def forward(self, x: torch.Tensor, encoder_maps: list[torch.Tensor]) -> torch.Tensor:
+        half, quarter = encoder_maps
+        x = F.interpolate(self.inner(x), scale_factor=2.0, mode="nearest")  # (N, 4w, H/4, W/4)
+        x = self.up4(torch.cat([x, quarter], 1) if self.skips else x)
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")  # (N, 4w, H/2, W/2)
+        return self.up2(torch.cat([x, half], 1) if self.skips else x)  # (N, 2w, H/2, W/2)
+
+
+@dataclass
+class HeadOutput:
+    logits: torch.Tensor | None  # (N, Q, S/2, S/2) bin logits, for the classification and combined heads
+    ab_norm: torch.Tensor | None  # (N, 2, S/2, S/2) ab / AB_NORM, for the regression and combined heads
 
 
 class ColorizerNet(nn.Module):
     def __init__(self, args: ModelArgs, bin_centres: torch.Tensor | None = None) -> None:
         super().__init__()
+        if args.head not in HEADS:
+            raise ValueError(f"unknown head {args.head!r}")
         self.args = args
         c = args.fused_channels
-        self.encoder = Encoder(args.width, c)
+        self.encoder = Encoder(4 if args.hints else 1, args.width, c)
         self.global_features = build_global_extractor(args.global_extractor, c, args.global_weights)
-        self.fusion = nn.Sequential(nn.Conv2d(2 * c, c, 1), nn.ReLU(inplace=True))
-        self.decoder = Decoder(c, args.width)
-        if args.head == "classification":
-            if bin_centres is None:
-                bin_centres = torch.zeros(args.num_bins, 2)
-            if bin_centres.shape != (args.num_bins, 2):
-                raise ValueError(f"bin centres {tuple(bin_centres.shape)} do not match num_bins={args.num_bins}")
-            self.register_buffer("bin_centres", bin_centres.float())  # (Q, 2) ab units
+        fused_in = 2 * c
+        if args.hints:
+            # The global hint enters beside the global feature vector; all zeros (no hint) maps to a learnt constant.
+            self.global_hint = nn.Sequential(nn.Linear(args.num_bins + 1, c), nn.ReLU(inplace=True), nn.Linear(c, c))
+            fused_in += c
+        self.fusion = nn.Sequential(nn.Conv2d(fused_in, c, 1), nn.ReLU(inplace=True))
+        self.decoder = Decoder(c, args.width, args.skips)
+        if bin_centres is None:
+            bin_centres = torch.zeros(args.num_bins, 2)
+        if bin_centres.shape != (args.num_bins, 2):
+            raise ValueError(f"bin centres {tuple(bin_centres.shape)} do not match num_bins={args.num_bins}")
+        self.register_buffer("bin_centres", bin_centres.float())  # (Q, 2) ab units
+        if args.head in ("classification", "combined"):
             self.head = nn.Conv2d(self.decoder.out_channels, args.num_bins, 1)
-        elif args.head == "regression":
-            self.head = nn.Conv2d(self.decoder.out_channels, 2, 1)
-        else:
-            raise ValueError(f"unknown head {args.head!r}")
+        if args.head in ("regression", "combined"):
+            self.regression = nn.Conv2d(self.decoder.out_channels, 2, 1)
+        m = args.calibration
+        self.register_buffer("calib_weight", torch.tensor([[m[0], m[1]], [m[2], m[3]]]).view(2, 2, 1, 1))
+        self.register_buffer("calib_bias", torch.tensor([m[4], m[5]]))
 
-    def features(self, lightness: torch.Tensor) -> torch.Tensor:
-        """Raw head output: bin logits (N, Q, S/2, S/2) or normalised ab (N, 2, S/2, S/2)."""
+    def set_calibration(self, values: list[float]) -> None:
+        """Bake ab ← M·ab + t into the model (row-major M, then t), as fitted by train/calibrate.py."""
+        self.args.calibration = [float(v) for v in values]
+        m = torch.tensor(self.args.calibration)
+        self.calib_weight.copy_(m[:4].view(2, 2, 1, 1))  # type: ignore[operator]
+        self.calib_bias.copy_(m[4:])  # type: ignore[operator]
+
+    def zero_hints(self, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n, _, h, w = lightness.shape
+        zeros = lightness.new_zeros
+        return zeros(n, 2, h, w), zeros(n, 1, h, w), zeros(n, self.args.num_bins + 1)
+
+    def heads(
+        self,
+        lightness: torch.Tensor,
+        hint_ab: torch.Tensor | None = None,
+        hint_mask: torch.Tensor | None = None,
+        global_hint: torch.Tensor | None = None,
+        logits: bool = True,
+    ) -> HeadOutput:
+        """Raw head outputs for L (N, 1, S, S) and, for a hint model, its hints (zeros where None);
+        ``logits=False`` skips the bin logits of a combined head, which only training needs."""
         x = (lightness - L_CENT) / L_NORM  # (N, 1, S, S)
-        local = self.encoder(x)  # (N, C, S/8, S/8)
         glob = self.global_features(x)  # (N, C)
-        tiled = glob[:, :, None, None].expand(-1, -1, local.shape[2], local.shape[3])
-        fused = self.fusion(torch.cat([local, tiled], dim=1))  # (N, C, S/8, S/8)
-        return self.head(self.decoder(fused))
+        parts = [glob]
+        if self.args.hints:
+            za, zm, zg = self.zero_hints(lightness)
+            hint_ab = za if hint_ab is None else hint_ab
+            hint_mask = zm if hint_mask is None else hint_mask
+            global_hint = zg if global_hint is None else global_hint
+            x = torch.cat([x, hint_ab / AB_NORM, hint_mask], dim=1)  # (N, 4, S, S)
+            parts.append(self.global_hint(global_hint))  # (N, C)
+        local, skips = self.encoder(x)  # (N, C, S/8, S/8)
+        tiled = [p[:, :, None, None].expand(-1, -1, local.shape[2], local.shape[3]) for p in parts]
+        fused = self.fusion(torch.cat([local, *tiled], dim=1))  # (N, C, S/8, S/8)
+        y = self.decoder(fused, skips)  # (N, 2w, S/2, S/2)
+        return HeadOutput(
+            self.head(y) if hasattr(self, "head") and (logits or self.args.head == "classification") else None,
+            self.regression(y) if hasattr(self, "regression") else None,
+        )
 
-    def decode(self, out: torch.Tensor) -> torch.Tensor:
-        """Head output -> ab in Lab units (N, 2, S/2, S/2)."""
-        if self.args.head == "regression":
-            return out * AB_NORM
-        # Annealed mean, with bins on the last axis: ONNX Runtime's CPU softmax is written for the last axis, and
-        # this form ran the whole model 2.9x faster than a softmax over axis 1 plus an einsum (docs/PERFORMANCE.md).
-        probs = F.softmax(out.permute(0, 2, 3, 1) / self.args.annealed_t, dim=-1)  # (N, h, w, Q)
-        centres: torch.Tensor = self.bin_centres  # type: ignore[assignment]  # a registered buffer: (Q, 2)
-        return (probs @ centres).permute(0, 3, 1, 2)  # (N, 2, h, w)
+    def decode(self, out: HeadOutput) -> torch.Tensor:
+        """Head output -> calibrated ab in Lab units (N, 2, S/2, S/2)."""
+        if out.ab_norm is not None:
+            ab = out.ab_norm * AB_NORM
+        else:
+            assert out.logits is not None
+            # Annealed mean, with bins on the last axis: ONNX Runtime's CPU softmax is written for the last axis,
+            # and this form ran the whole model 2.9x faster than a softmax over axis 1 (docs/PERFORMANCE.md).
+            probs = F.softmax(out.logits.permute(0, 2, 3, 1) / self.args.annealed_t, dim=-1)  # (N, h, w, Q)
+            centres: torch.Tensor = self.bin_centres  # type: ignore[assignment]  # a registered buffer: (Q, 2)
+            ab = (probs @ centres).permute(0, 3, 1, 2)  # (N, 2, h, w)
+        if self.args.calibration == IDENTITY_CALIBRATION:
+            return ab
+        return F.conv2d(ab, self.calib_weight, self.calib_bias)  # type: ignore[arg-type]  # ab ← M·ab + t
 
-    def forward(self, lightness: torch.Tensor, features_only: bool = False) -> torch.Tensor:
-        """L (N, 1, S, S) in [0, 100] -> ab (N, 2, S/2, S/2); ``features_only`` gives the raw head output
-        (so training goes through ``forward`` and DDP syncs its gradients)."""
-        out = self.features(lightness)
+    def forward(
+        self,
+        lightness: torch.Tensor,
+        hint_ab: torch.Tensor | None = None,
+        hint_mask: torch.Tensor | None = None,
+        global_hint: torch.Tensor | None = None,
+        features_only: bool = False,
+    ) -> torch.Tensor | HeadOutput:
+        """L (N, 1, S, S) in [0, 100] (+ hints) -> ab (N, 2, S/2, S/2) in Lab units; ``features_only`` gives the
+        raw head outputs (so training goes through ``forward`` and DDP syncs its gradients)."""
+        out = self.heads(lightness, hint_ab, hint_mask, global_hint, logits=features_only)
         return out if features_only else self.decode(out)

@@ -28,7 +28,7 @@ from train.bins import bins_from_counts, count_ab, rebalance_weights, rebalanced
 from train.config import TrainConfig, parse_config
 from train.data import RandomCrops, load_cached, split_images, validation_batch
 from train.lab import bgr_to_lab
-from train.model import AB_NORM, ColorizerNet, ModelArgs
+from train.model import AB_NORM, ColorizerNet, HeadOutput, ModelArgs
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +63,28 @@ def compute_bins(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Objective:
-    """Turns head output and target ab into the training loss for either head."""
+    """Turns head output and target ab into the training loss for any head."""
 
     def __init__(self, cfg: TrainConfig, centres: torch.Tensor | None, weights: torch.Tensor | None) -> None:
         self.cfg, self.centres, self.weights = cfg, centres, weights
 
-    def __call__(self, out: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-        if self.cfg.head == "regression":
-            return F.smooth_l1_loss(out, ab / AB_NORM, beta=0.05)
-        assert self.centres is not None
-        assert self.weights is not None
-        targets, nearest = soft_encode(ab, self.centres, self.cfg.soft_neighbours, self.cfg.soft_sigma)
-        return rebalanced_cross_entropy(out, targets, nearest, self.weights)
+    def __call__(self, out: HeadOutput, ab: torch.Tensor) -> torch.Tensor:
+        loss = ab.new_zeros(())
+        if out.logits is not None:
+            assert self.centres is not None
+            assert self.weights is not None
+            targets, nearest = soft_encode(ab, self.centres, self.cfg.soft_neighbours, self.cfg.soft_sigma)
+            loss = loss + rebalanced_cross_entropy(out.logits, targets, nearest, self.weights)
+        if out.ab_norm is not None:
+            if self.cfg.head == "regression":
+                return F.smooth_l1_loss(out.ab_norm, ab / AB_NORM, beta=0.05)
+            loss = loss + self.cfg.regression_weight * F.l1_loss(out.ab_norm, ab / AB_NORM)
+        return loss
+
+
+def uses_bins(cfg: TrainConfig) -> bool:
+    """The bin table serves the classification head and the global hint."""
+    return cfg.head != "regression" or cfg.hints
 
 
 def lr_at(step: int, minutes: float, cfg: TrainConfig) -> float:
@@ -107,7 +117,7 @@ def train(cfg: TrainConfig) -> str:
     os.makedirs(cfg.out_dir, exist_ok=True)
     ckpt_path = os.path.join(cfg.out_dir, "last.pt")
 
-    train_files, val_files = split_images(cfg.data_dir, cfg.val_fraction)
+    train_files, val_files, _calib_files = split_images(cfg.data_dir, cfg.val_fraction, cfg.calib_fraction)
     if not train_files:
         raise SystemExit(f"no images found under {cfg.data_dir}: fetch them with python -m train.fetch_data")
     cache = cfg.cache_dir or os.path.join(cfg.out_dir, "cache")
@@ -121,7 +131,7 @@ def train(cfg: TrainConfig) -> str:
         else None
     )
     centres_t = weights_t = None
-    if cfg.head == "classification":
+    if uses_bins(cfg):
         if resume is not None:
             centres, prior = resume["bins"]["centres"], resume["bins"]["prior"]
         else:
@@ -139,8 +149,10 @@ def train(cfg: TrainConfig) -> str:
         global_weights=cfg.global_weights,
         num_bins=len(centres),
         annealed_t=cfg.annealed_t,
+        skips=cfg.skips,
+        hints=cfg.hints,
     )
-    model = ColorizerNet(args, torch.from_numpy(centres) if cfg.head == "classification" else None)
+    model = ColorizerNet(args, torch.from_numpy(centres) if uses_bins(cfg) else None)
     model = model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -154,7 +166,9 @@ def train(cfg: TrainConfig) -> str:
     objective = Objective(cfg, centres_t, weights_t)
 
     loader = DataLoader(
-        RandomCrops(train_images, cfg.crop_size, cfg.min_crop_fraction, cfg.seed + step),
+        RandomCrops(
+            train_images, cfg.crop_size, cfg.min_crop_fraction, cfg.seed + step, centres if cfg.hints else None
+        ),
         batch_size=cfg.batch_size,
         num_workers=cfg.workers,
         persistent_workers=cfg.workers > 0,
@@ -179,14 +193,14 @@ def train(cfg: TrainConfig) -> str:
     start = time.time()
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not is_main, dynamic_ncols=True)
     seen, t_window = 0, time.time()
-    for lightness, ab in loader:
+    for lightness, ab, *hints in loader:
         minutes = (elapsed_before + time.time() - start) / 60
         if step >= cfg.max_steps or (cfg.max_minutes and minutes >= cfg.max_minutes):
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(step, minutes, cfg)
         lightness = lightness.to(device).contiguous(memory_format=torch.channels_last)
-        loss = objective(net(lightness, features_only=True), ab.to(device))
+        loss = objective(net(lightness, *(h.to(device) for h in hints), features_only=True), ab.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -229,7 +243,7 @@ def evaluate_loss(
         return None
     model.eval()
     losses = [
-        objective(model.features(lightness[i : i + 32].to(device)), ab[i : i + 32].to(device)).item()
+        objective(model.heads(lightness[i : i + 32].to(device)), ab[i : i + 32].to(device)).item()
         for i in range(0, len(lightness), 32)
     ]
     model.train()
