@@ -1,0 +1,31 @@
+"""Small models the tests export themselves (random weights, train/'s real export path): one with the three
+hint inputs and one 1.0-style model without them, so the service's handling of both is tested whatever
+models/colorizer.onnx is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from train.export import architecture_name, export_onnx, hint_metadata
+from train.model import ColorizerNet, ModelArgs
+
+# A 10-unit grid over the usual ab range, as train/bins.py would find in photos.
+CENTRES = torch.tensor([[a, b] for a in range(-80, 90, 10) for b in range(-80, 90, 10)], dtype=torch.float32)
+
+
+def export_small_model(path: Path, hints: bool, size: int = 64, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    args = ModelArgs(head="regression", width=4, num_bins=len(CENTRES), hints=hints, skips=hints, fused_channels=32)
+    model = ColorizerNet(args, CENTRES).eval()
+    metadata = {
+        "colorizer.input_size": str(size),
+        "colorizer.version": f"test-{'hints' if hints else 'auto'}",
+        "colorizer.architecture": architecture_name(args),
+        "colorizer.trained_on": "nothing: random weights for tests",
+        **hint_metadata(model),
+    }
+    diff = export_onnx(model, path, size, metadata)
+    assert diff < 1e-3, diff
+    return path
