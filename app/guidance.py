@@ -116,7 +116,8 @@ def paint_point(hint_ab: np.ndarray, mask: np.ndarray, p: Point, width: int, hei
 def nearest_bin(ab: np.ndarray, bins: np.ndarray) -> np.ndarray:
     """(P, 2) ab -> (P,) index of each one's nearest bin centre."""
     d2 = ((ab[:, None, :] - bins[None, :, :]) ** 2).sum(-1)  # (P, Q)
-    return np.asarray(d2.argmin(1))
+    index: np.ndarray = d2.argmin(1)
+    return index
 
 
 def reference_distribution(bgr: np.ndarray, bins: np.ndarray) -> np.ndarray:
