@@ -125,7 +125,8 @@ def reference_distribution(bgr: np.ndarray, bins: np.ndarray) -> np.ndarray:
     small = cv2.resize(bgr, (REFERENCE_SIZE, REFERENCE_SIZE), interpolation=cv2.INTER_AREA)
     lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
     counts = np.bincount(nearest_bin(lab[:, :, 1:].reshape(-1, 2), bins), minlength=len(bins)).astype(np.float32)
-    return counts / counts.sum()
+    dist: np.ndarray = counts / counts.sum()
+    return dist
 
 
 def parse_hints(text: str | None, *, points_allowed: bool = True) -> Guidance:
