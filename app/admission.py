@@ -1,84 +1,227 @@
-"""Admission: how much work the service takes on at once, so that what it accepts is answered in good time and
-memory stays bounded. Past a bound the answer is 503 with Retry-After, before any decoding."""
+"""Admission: the one gate every image passes, deciding by the wait a request would face.
+
+A request is admitted while its estimated queueing delay is within the budget (COLORIZER_MAX_QUEUE_WAIT_MS), and
+refused with 503 past it, with a Retry-After of that estimate. Admitted images wait in one FIFO line for a place
+among the images in flight (COLORIZER_MAX_IN_FLIGHT, sized for throughput); an image starts only while the
+full-resolution pixels in flight stay within COLORIZER_MAX_ACTIVE_PIXELS, so memory is bounded whatever the
+estimate says. COLORIZER_MAX_QUEUE is a hard cap on the line's length.
+
+Why an estimate rather than CoDel. CoDel (the oldest waiter's age) only learns of a backlog after requests have
+already waited past its target, says nothing about how long to come back after, and treats a 12 MP photo like a
+thumbnail. The estimate decides at arrival, before a byte is decoded; it counts what is actually ahead (images and
+their sizes); and the same number is the honest Retry-After. It needs a service time per image, measured here as
+an EWMA per size class of the time an image holds its place (decode to encode, under the concurrency it runs at,
+so ``backlog / concurrency`` is the drain time by Little's law).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from enum import Enum
+from types import TracebackType
 
-from prometheus_client import Gauge
-
-from app.cores import available_cores
 from app.errors import overloaded
+from app.metrics import Metrics
+
+# Size classes for the service-time estimate: (upper bound in pixels, label). A 512² upload, a phone photo and a
+# 12 MP camera photo each land in their own.
+SIZE_CLASSES = ((500_000, "le_0.5mpx"), (2_000_000, "le_2mpx"), (8_000_000, "le_8mpx"), (math.inf, "gt_8mpx"))
+EWMA_WEIGHT = 0.2  # weight of the newest service time in each class's estimate
+# Until a class has a measurement: the prior line (seconds = base + per Mpx), scaled by how the classes measured so
+# far compare with it. From docs/PERFORMANCE.md on 2 CPU cores: a 512² image holds its place about 40 ms, a 12 MP
+# one about 0.5 s (decode, Lab and PNG encode grow with pixels; the model does not).
+PRIOR_BASE_S = 0.03
+PRIOR_PER_MPX_S = 0.04
 
 
-def default_max_in_flight(kind: str, max_batch_size: int) -> int:
-    """Images admitted at once when COLORIZER_MAX_IN_FLIGHT is 0. Latency under overload is about in-flight images /
-    throughput (Little's law), so the bound is the smallest that keeps the hardware busy. On 2 CPU cores, at 4×
-    capacity: 2 in flight gave accepted p99 1.8× the unloaded p99 at 86% of the throughput 4 in flight gave (3.7×);
-    hence one per core (at least 2, so a page's two parallel uploads both go through). On a GPU: four full batches,
-    so one runs while the next ones decode (not measured: no GPU was lent)."""
-    if kind == "cuda":
-        return 4 * max_batch_size
-    return max(2, available_cores())
+def size_class(pixels: int) -> int:
+    return next(i for i, (bound, _) in enumerate(SIZE_CLASSES) if pixels <= bound)
 
 
-class InFlight:
-    """Counts admitted images from admission to answer. A single request is refused at the limit (503); an image of
-    a batch request, accepted as a whole, waits in line instead, and while any waits single requests are refused so
-    the batch is not starved. A freed slot goes straight to the oldest waiter."""
+class _State(Enum):
+    WAITING = 0
+    RUNNING = 1
+    DONE = 2
 
-    def __init__(self, limit: int, gauge: Gauge | None = None) -> None:
-        self.limit, self._count, self._gauge = limit, 0, gauge
-        self._waiters: deque[asyncio.Future[None]] = deque()
+
+class Place:
+    """One admitted image's place: in line, then in flight (``async with``), then gone. Leaving the ``async with``
+    gives the place back; ``abandon()`` does so for a place that is never entered."""
+
+    def __init__(self, gate: Admission, pixels: int) -> None:
+        self._gate, self.pixels = gate, pixels
+        self.state = _State.WAITING
+        self.started = 0.0
+        self.turn: asyncio.Future[None] | None = None
+
+    async def __aenter__(self) -> Place:
+        await self._gate._wait_for(self)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._gate._release(self, measured=kind is None)
+
+    def abandon(self) -> None:
+        self._gate._release(self, measured=False)
+
+
+class Admission:
+    def __init__(
+        self,
+        concurrency: int,
+        budget_s: float,
+        max_queue: int,
+        max_active_pixels: int,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.concurrency, self.budget_s, self.max_queue = concurrency, budget_s, max_queue
+        self.max_active_pixels = max_active_pixels
+        self.clock, self._metrics = clock, metrics
+        self._waiting: deque[Place] = deque()
+        self._running: set[Place] = set()
+        self.active_pixels = 0
+        self._service_s: list[float | None] = [None] * len(SIZE_CLASSES)  # EWMA seconds per image, per class
+        self._calibration = 1.0  # measured ÷ prior, for classes not yet measured
+        if metrics is not None:
+            metrics.queue_wait_budget.set(budget_s)
+            for _, label in SIZE_CLASSES:
+                metrics.service_estimate.labels(label).set(0.0)  # 0 until the class is measured
+        self._publish()
+
+    # -- what callers use --------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def image(self, pixels: int, deadline: float | None = None) -> AsyncIterator[Place]:
+        """Admit one image (503 past the budget, the queue cap or the deadline), wait for its turn, hold it."""
+        (place,) = self.admit([pixels], deadline)
+        try:
+            async with place:
+                yield place
+        finally:
+            place.abandon()  # a no-op once the place was entered and left
+
+    def admit(self, pixels: list[int], deadline: float | None = None, *, shed: bool = True) -> list[Place]:
+        """Places in line for these images, decided as one arrival (a batch request is accepted as a whole, on the
+        wait its first image faces). With ``shed`` false (offline work) nothing is refused: the caller waits."""
+        if shed:
+            self._check(deadline)
+        places = [Place(self, p) for p in pixels]
+        self._waiting.extend(places)
+        self._dispatch()
+        return places
+
+    def estimate(self) -> float:
+        """Seconds a request arriving now would wait for its turn: the work ahead of it (the estimated service time
+        of each waiting image, and what is left of each image in flight) over the images run at once."""
+        if not self._waiting and len(self._running) < self.concurrency:
+            return 0.0
+        now = self.clock()
+        ahead = sum(self.service_estimate(p.pixels) for p in self._waiting)
+        ahead += sum(max(0.0, self.service_estimate(p.pixels) - (now - p.started)) for p in self._running)
+        return ahead / self.concurrency
+
+    def service_estimate(self, pixels: int) -> float:
+        """Seconds an image of this size holds its place: its class's EWMA, or the calibrated prior."""
+        measured = self._service_s[size_class(pixels)]
+        if measured is not None:
+            return measured
+        return self._calibration * _prior(pixels)
 
     @property
-    def count(self) -> int:
-        return self._count
+    def waiting(self) -> int:
+        return len(self._waiting)
 
-    @count.setter
-    def count(self, value: int) -> None:
-        self._count = value
-        if self._gauge is not None:
-            self._gauge.set(value)
+    @property
+    def running(self) -> int:
+        return len(self._running)
 
-    def enter(self) -> None:
-        if self.count >= self.limit or self._waiters:
-            raise overloaded(f"the server is busy: {self.count} images are being colourised (COLORIZER_MAX_IN_FLIGHT)")
-        self.count += 1
+    # -- the line ----------------------------------------------------------------------------------------------
 
-    async def wait_and_enter(self) -> None:
-        if self.count < self.limit and not self._waiters:
-            self.count += 1
+    def _check(self, deadline: float | None) -> None:
+        wait = self.estimate()
+        if len(self._waiting) >= self.max_queue:
+            raise overloaded(
+                f"the server is busy: {len(self._waiting)} images are already waiting (COLORIZER_MAX_QUEUE)",
+                max(wait, 1.0),
+            )
+        if wait > self.budget_s:
+            raise overloaded(
+                f"the server is busy: the wait would be about {wait:.1f} s, over the {self.budget_s * 1000:.0f} ms "
+                f"budget (COLORIZER_MAX_QUEUE_WAIT_MS), with {len(self._waiting) + len(self._running)} images ahead",
+                wait,
+            )
+        if wait > 0 and deadline is not None and self.clock() + wait > deadline:  # idle: the deadline is the caller's
+            raise overloaded(
+                f"the server is busy: the wait would be about {wait:.1f} s, past the request's deadline "
+                "(COLORIZER_REQUEST_TIMEOUT_S)",
+                wait,
+            )
+
+    async def _wait_for(self, place: Place) -> None:
+        if place.state is _State.RUNNING:
             return
-        turn = asyncio.get_running_loop().create_future()
-        self._waiters.append(turn)
+        if place.state is _State.DONE:
+            raise RuntimeError("a place is entered once")
+        place.turn = asyncio.get_running_loop().create_future()
         try:
-            await turn
-        except asyncio.CancelledError:  # the deadline passed while waiting
-            if turn.cancelled():
-                self._waiters.remove(turn)  # so only live waiters stay in line
-            else:
-                self.leave()  # the slot was handed over just as we were cancelled: pass it on
+            await place.turn
+        except asyncio.CancelledError:  # the deadline passed, or the client left, while in line
+            self._release(place, measured=False)  # out of line, or the place handed over just now passed on
             raise
 
-    def leave(self) -> None:
-        if self._waiters:
-            self._waiters.popleft().set_result(None)  # the slot changes hands; count stays
+    def _dispatch(self) -> None:
+        """Start waiting images in arrival order while places and pixels allow (the head waits for room rather
+        than being overtaken, so a 12 MP photo is never starved by small ones)."""
+        while self._waiting and len(self._running) < self.concurrency:
+            head = self._waiting[0]
+            if self.active_pixels and self.active_pixels + head.pixels > self.max_active_pixels:
+                break
+            self._waiting.popleft()
+            head.state, head.started = _State.RUNNING, self.clock()
+            self._running.add(head)
+            self.active_pixels += head.pixels
+            if head.turn is not None and not head.turn.done():
+                head.turn.set_result(None)
+        self._publish()
+
+    def _release(self, place: Place, measured: bool) -> None:
+        if place.state is _State.WAITING:
+            self._waiting.remove(place)
+        elif place.state is _State.RUNNING:
+            self._running.discard(place)
+            self.active_pixels -= place.pixels
+            if measured:
+                self._observe(place.pixels, self.clock() - place.started)
         else:
-            self.count -= 1
+            return
+        place.state = _State.DONE
+        self._dispatch()
+
+    def _observe(self, pixels: int, seconds: float) -> None:
+        k = size_class(pixels)
+        old = self._service_s[k]
+        self._service_s[k] = seconds if old is None else old + EWMA_WEIGHT * (seconds - old)
+        self._calibration += EWMA_WEIGHT * (seconds / _prior(pixels) - self._calibration)
+        if self._metrics is not None:
+            self._metrics.service_estimate.labels(SIZE_CLASSES[k][1]).set(self._service_s[k] or 0.0)
+
+    def _publish(self) -> None:
+        if self._metrics is None:
+            return
+        m = self._metrics
+        m.in_flight.set(len(self._running))
+        m.waiting.set(len(self._waiting))
+        m.active_pixels.set(self.active_pixels)
+        m.queue_wait_estimate.set(self.estimate())
 
 
-class PixelBudget:
-    """Bounds the full-resolution pixels held at once across requests, so memory stays bounded."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.used = limit, 0
-
-    def acquire(self, pixels: int) -> None:
-        if self.used and self.used + pixels > self.limit:
-            raise overloaded(f"the server is busy with {self.used / 1e6:.0f} Mpx of images; try again shortly")
-        self.used += pixels
-
-    def release(self, pixels: int) -> None:
-        self.used -= pixels
+def _prior(pixels: int) -> float:
+    return PRIOR_BASE_S + PRIOR_PER_MPX_S * pixels / 1e6

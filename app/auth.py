@@ -7,7 +7,7 @@ import hmac
 
 from fastapi import Request
 
-from app.errors import ApiError
+from app.http_errors import ApiError
 
 
 async def check_api_key(request: Request) -> None:

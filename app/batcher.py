@@ -18,20 +18,10 @@ from enum import Enum
 
 import numpy as np
 
-from app.errors import ApiError, overloaded
+from app.errors import model_failed, overloaded
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-
-def model_failed(cause: Exception) -> ApiError:
-    """What each request of a failed run gets: already logged above, so it leaves as a handled error (with the
-    request id and CORS headers, and no second traceback), not as an unhandled exception."""
-    error = ApiError(
-        500, "model_failed", "the model failed on the batch this request was in; it has been logged, try again"
-    )
-    error.__cause__ = cause
-    return error
 
 
 class Priority(Enum):
@@ -87,9 +77,12 @@ class DynamicBatcher:
     def submit(
         self, lightness: np.ndarray, request_id: str, priority: Priority = Priority.INTERACTIVE
     ) -> asyncio.Future[np.ndarray]:
-        """Queue one (1, S, S) L; the future resolves to its (2, h, w) ab. Raises 503 when the queue is full."""
+        """Queue one (1, S, S) L; the future resolves to its (2, h, w) ab.
+
+        Admission (app/admission.py) bounds what reaches here to the images in flight, so ``max_queue`` is only a
+        defensive cap on interactive items: past it the batcher refuses (overloaded) rather than grow."""
         if priority is Priority.INTERACTIVE and len(self._queues[priority]) >= self.max_queue:
-            raise overloaded(f"the server is busy: {self.max_queue} images are already waiting (COLORIZER_MAX_QUEUE)")
+            raise overloaded(f"the server is busy: {self.max_queue} images are already waiting for the model")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._queues[priority].append(_Item(lightness, request_id, future))
         self._metrics.queue_depth.set(self.depth)

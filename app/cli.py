@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from app.color import join
+from app.colorize import Colorizer
 from app.config import Settings
-from app.encode import check_format, encode_image
-from app.errors import ApiError
-from app.pipeline import Prepared, prepare
+from app.cores import available_cores
+from app.encode import check_format
+from app.errors import ColorizerError
+from app.metrics import Metrics
 from app.runtime import ModelRuntime
+from app.tuning import Tuning
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -65,29 +67,19 @@ def find_inputs(paths: list[Path], suffixes: tuple[str, ...]) -> Iterator[tuple[
 
 
 def colorize_paths(settings: Settings, paths: list[Path], out_dir: Path, fmt: str, batch_size: int) -> int:
-    """Same pipeline as the service, in batches, holding at most one batch of images in memory."""
+    """The service's own path (app/colorize.py: admission, batcher, the same decode, join and encode settings),
+    run offline: images wait for their turn instead of being refused, at most a few in memory at once."""
     from app.video.offline import VIDEO_SUFFIXES, colorize_video_file
 
-    runtime = ModelRuntime.from_settings(settings)
+    cores = available_cores()
+    runtime = ModelRuntime.from_settings(settings, cores)
     inputs = list(find_inputs(paths, IMAGE_SUFFIXES + VIDEO_SUFFIXES))
     images = [(f, rel) for f, rel in inputs if f.suffix.lower() in IMAGE_SUFFIXES]
     videos = [(f, rel) for f, rel in inputs if f.suffix.lower() in VIDEO_SUFFIXES]
-    failures = 0
-    size = runtime.info.input_size
-    with tqdm(total=len(images), unit="img", desc="images", disable=not images) as bar:
-        for start in range(0, len(images), batch_size):
-            chunk, ready = images[start : start + batch_size], []
-            for src, rel in chunk:
-                try:
-                    ready.append((src, rel, prepare(src.read_bytes(), size, settings.max_pixels)))
-                except ApiError as exc:
-                    failures += 1
-                    log.error("%s: %s", src, exc.detail)
-            if ready:
-                abs_ = runtime.run(np.stack([p.small_l for _, _, p in ready]))
-                for (_, rel, prepared), ab in zip(ready, abs_, strict=True):
-                    write_result(prepared, ab, out_dir / rel.with_suffix("." + ("jpg" if fmt == "jpeg" else fmt)), fmt)
-            bar.update(len(chunk))
+    tuning = Tuning.resolve(settings.model_copy(update={"max_batch_size": batch_size}), runtime.kind, cores)
+    failures = asyncio.run(
+        colorize_images(Colorizer(runtime, tuning, Metrics(), settings.max_pixels), images, out_dir, fmt)
+    )
     for src, rel in videos:
         with tqdm(total=0, unit="frame", desc=src.name) as bar:
 
@@ -111,9 +103,38 @@ def colorize_paths(settings: Settings, paths: list[Path], out_dir: Path, fmt: st
     return 1 if failures else 0
 
 
-def write_result(prepared: Prepared, ab: np.ndarray, dst: Path, fmt: str) -> None:
+async def colorize_images(colorizer: Colorizer, images: list[tuple[Path, Path]], out_dir: Path, fmt: str) -> int:
+    """Every image through ``colorizer``; returns how many failed (each reported with its sentence)."""
+    await colorizer.start()
+    reading = asyncio.Semaphore(2 * colorizer.tuning.max_in_flight)  # files read ahead of their turn
+    suffix = "." + ("jpg" if fmt == "jpeg" else fmt)
+    failures = 0
+    with tqdm(total=len(images), unit="img", desc="images", disable=not images) as bar:
+
+        async def one(src: Path, rel: Path) -> None:
+            nonlocal failures
+            async with reading:
+                data = await asyncio.to_thread(src.read_bytes)
+                try:
+                    encoded = await colorizer.colorize(data, fmt, shed=False)
+                except ColorizerError as exc:
+                    failures += 1
+                    log.error("%s: %s", src, exc.detail)
+                else:
+                    dst = out_dir / rel.with_suffix(suffix)
+                    await asyncio.to_thread(write_bytes, dst, encoded)
+            bar.update(1)
+
+        try:
+            await asyncio.gather(*(one(src, rel) for src, rel in images))
+        finally:
+            await colorizer.stop()
+    return failures
+
+
+def write_bytes(dst: Path, data: bytes) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_bytes(encode_image(join(prepared.full_l, ab, prepared.alpha), fmt))
+    dst.write_bytes(data)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.video.temporal import DEFAULT_SCENE_CUT, DEFAULT_SMOOTHING
+
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "colorizer.onnx"
 KNOWN_PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
@@ -21,16 +23,20 @@ class Settings(BaseSettings):
     model_path: Path = Field(DEFAULT_MODEL, description="the ONNX model file")
     providers: str = Field("cuda,cpu", description="execution providers in order of preference")
     require_gpu: bool = Field(False, description="refuse to start without the CUDA provider")
-    max_batch_size: int = Field(0, ge=0, le=256, description="largest batch; 0 = per provider (CUDA 32, CPU 4)")
-    max_batch_delay_ms: float = Field(
-        -1, le=1000, description="wait to fill a batch; <0 = per provider (CUDA 5, CPU 0)"
+    # 0 (or <0 for the delay) = the default for the provider and cores, resolved in app/tuning.py; GET /model
+    # reports the effective values.
+    max_batch_size: int = Field(0, ge=0, le=256, description="largest batch; 0 = per provider")
+    max_batch_delay_ms: float = Field(-1, le=1000, description="wait to fill a batch; <0 = per provider")
+    max_queue: int = Field(64, ge=1, description="admitted images waiting for their turn before 503")
+    max_queue_wait_ms: float = Field(
+        1000.0, gt=0, description="longest estimated wait a request is admitted with (503 past it)"
     )
-    max_queue: int = Field(64, ge=1, description="images waiting for the model before 503")
-    model_concurrency: int = Field(
-        0, ge=0, le=64, description="model runs at once; 0 = per provider (CPU cores / ORT threads, CUDA 1)"
-    )
+    model_concurrency: int = Field(0, ge=0, le=64, description="model runs at once; 0 = per provider")
     max_in_flight: int = Field(
-        0, ge=0, description="images being colourised at once before 503; 0 = CPU 1 per core, CUDA 4 × max batch"
+        0, ge=0, description="images decoded, coloured and encoded at once (the rest wait); 0 = per provider"
+    )
+    max_active_pixels: int = Field(
+        96_000_000, ge=1, description="full-resolution pixels in flight at once (memory bound; images past it wait)"
     )
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="largest request body")
     max_pixels: int = Field(50_000_000, ge=1, description="largest width × height accepted")
@@ -38,21 +44,23 @@ class Settings(BaseSettings):
     body_read_timeout_s: float = Field(60.0, gt=0, description="time a request body may take to arrive (408 past it)")
     api_keys: str = Field("", description="comma-separated API keys; empty = open")
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS; empty = none")
-    intra_op_threads: int = Field(
-        0, ge=0, description="ONNX Runtime CPU threads; 0 = half the cores (at least 1), the rest decode and encode"
-    )
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime CPU threads per model run; 0 = per cores")
     png_compression: int = Field(2, ge=0, le=9, description="PNG zlib level: 2 is fast; 9 is ~12% smaller, ~60x slower")
     drain_timeout_s: float = Field(30.0, ge=0, description="grace for in-flight work on SIGTERM")
-    workers_threads: int = Field(0, ge=0, description="threads for decode/encode; 0 = cores + 1")
+    workers_threads: int = Field(0, ge=0, description="threads for decode/encode; 0 = per cores")
     video_dir: Path = Field(Path(os.environ.get("TMPDIR", "/tmp")) / "colorizer-videos", description="video jobs")
     max_video_jobs: int = Field(2, ge=1, description="video jobs running or queued at once")
     max_video_frames: int = Field(18_000, ge=1, description="longest video accepted, in frames")
     video_ttl_s: float = Field(3600.0, gt=0, description="finished video results are deleted after this")
     video_quota_bytes: int = Field(5 * 1024**3, ge=1, description="disk quota for video uploads and results")
-    video_smoothing: float = Field(0.7, ge=0, lt=1, description="weight of the past in video colour; 0 = off")
-    video_scene_cut: float = Field(12.0, gt=0, description="mean L change between frames that starts a new shot")
+    video_smoothing: float = Field(
+        DEFAULT_SMOOTHING, ge=0, lt=1, description="weight of the past in video colour; 0 = off"
+    )
+    video_scene_cut: float = Field(
+        DEFAULT_SCENE_CUT, gt=0, description="mean L change between frames that starts a new shot"
+    )
     video_workers: int = Field(1, ge=1, description="video jobs decoding/encoding at once per replica")
-    video_in_flight: int = Field(0, ge=0, description="frames a job keeps at the model; 0 = CUDA 16, CPU 1")
+    video_in_flight: int = Field(0, ge=0, description="frames a job keeps at the model; 0 = per provider")
     host: str = Field("127.0.0.1", description="address for `colorizer serve`")
     port: int = Field(8000, ge=1, le=65535, description="port for `colorizer serve`")
 

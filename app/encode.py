@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from isal import isal_zlib
 
-from app.errors import ApiError
+from app.errors import ColorizerError
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -28,7 +28,7 @@ def check_format(fmt: str) -> str:
     if fmt == "jpg":
         fmt = "jpeg"
     if fmt not in MEDIA_TYPES:
-        raise ApiError(400, "unsupported_output_format", f"format must be png, jpeg or webp, not {fmt!r}")
+        raise ColorizerError("unsupported_output_format", f"format must be png, jpeg or webp, not {fmt!r}")
     return fmt
 
 

@@ -1,4 +1,5 @@
-"""Recognise an image format from its first bytes and read the declared size without decoding.
+"""Recognise an image format from its first bytes and read the declared size and EXIF orientation without decoding.
+The one place that parses image headers: decoding takes the Header read here.
 
 This lets the service refuse a decompression bomb (a tiny file declaring 60000×60000 pixels) before
 OpenCV allocates anything.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from app.errors import ApiError
+from app.errors import ColorizerError
 
 READABLE = "JPEG, PNG, WebP, BMP or TIFF"
 BMP_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)  # OS/2 core, BITMAPINFOHEADER and its later versions
@@ -22,8 +23,13 @@ HINTS = {
 @dataclass(frozen=True)
 class Header:
     format: str
-    width: int
+    width: int  # as stored, before the orientation turns it
     height: int
+    orientation: int = 1  # EXIF 1..8 (JPEG only); 1 = as stored
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -65,22 +71,69 @@ def describe_non_image(data: bytes) -> str:
 
 
 def read_header(data: bytes) -> Header:
-    """The format and declared size; raises ApiError 400/415 for what we cannot read."""
+    """The format, declared size and orientation; raises ColorizerError for what we cannot read."""
     if not data:
-        raise ApiError(400, "empty_file", "the upload is empty (0 bytes); send an image file")
+        raise ColorizerError("empty_file", "the upload is empty (0 bytes); send an image file")
     fmt = sniff_format(data)
     if fmt is None:
         what = describe_non_image(data)
-        raise ApiError(
-            415, "unsupported_media_type", f"the upload looks like {what}, not a {READABLE} image{HINTS.get(what, '')}"
+        raise ColorizerError(
+            "unsupported_media_type", f"the upload looks like {what}, not a {READABLE} image{HINTS.get(what, '')}"
         )
     try:
         width, height = _SIZE_READERS[fmt](data)
     except (struct.error, LookupError, ValueError) as exc:  # LookupError: an index or a tag that is not there
-        raise ApiError(400, "undecodable_image", f"the {fmt.upper()} header is damaged or truncated") from exc
+        raise ColorizerError("undecodable_image", f"the {fmt.upper()} header is damaged or truncated") from exc
     if width <= 0 or height <= 0:
-        raise ApiError(400, "undecodable_image", f"the {fmt.upper()} declares an empty size {width}×{height}")
-    return Header(fmt, width, height)
+        raise ColorizerError("undecodable_image", f"the {fmt.upper()} declares an empty size {width}×{height}")
+    return Header(fmt, width, height, exif_orientation(data) if fmt == "jpeg" else 1)
+
+
+def checked_header(data: bytes, max_pixels: int) -> Header:
+    """``read_header`` and the pixel limit: cheap, so it runs before any thread or memory is spent on the image."""
+    header = read_header(data)
+    check_pixels(header, max_pixels)
+    return header
+
+
+def check_pixels(header: Header, max_pixels: int) -> None:
+    """413 for an image whose declared size is over the limit, before anything is allocated for it."""
+    pixels = header.pixels
+    if pixels > max_pixels:
+        raise ColorizerError(
+            "too_many_pixels",
+            f"image is {header.width}×{header.height} = {pixels / 1e6:.1f} Mpx; "
+            f"the limit is {max_pixels / 1e6:.1f} Mpx (COLORIZER_MAX_PIXELS)",
+        )
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF Orientation tag (1..8) of a JPEG, or 1 when absent or unreadable."""
+    i = 2
+    try:
+        while i + 4 < len(data) and data[i] == 0xFF:
+            marker = data[i + 1]
+            length = struct.unpack(">H", data[i + 2 : i + 4])[0]
+            if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\x00\x00":
+                return _tiff_orientation(data[i + 10 : i + 2 + length])
+            if marker == 0xDA:  # start of scan: no more metadata
+                break
+            i += 2 + length
+    except (struct.error, IndexError):
+        return 1
+    return 1
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    endian = "<" if tiff[:2] == b"II" else ">"
+    (offset,) = struct.unpack(endian + "I", tiff[4:8])
+    (count,) = struct.unpack(endian + "H", tiff[offset : offset + 2])
+    for k in range(count):
+        entry = tiff[offset + 2 + 12 * k : offset + 14 + 12 * k]
+        tag, _, _, value = struct.unpack(endian + "HHIH", entry[:10])
+        if tag == 0x0112:
+            return value if 1 <= value <= 8 else 1
+    return 1
 
 
 def _png_size(data: bytes) -> tuple[int, int]:

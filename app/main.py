@@ -13,7 +13,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from app.config import Settings, get_settings
-from app.errors import ApiError
+from app.errors import ColorizerError
+from app.http_errors import ApiError, as_api_error
 from app.observability import RequestContextMiddleware, configure_logging
 from app.routes import health, images, page, videos
 from app.routes.page import STATIC_DIR
@@ -75,6 +76,11 @@ def install_error_handlers(app: FastAPI, service: Service) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return respond(exc.status, exc.code, exc.detail, dict(exc.headers))
+
+    @app.exception_handler(ColorizerError)
+    async def core_error(_: Request, exc: ColorizerError) -> JSONResponse:
+        edge = as_api_error(exc)  # the core error's status and Retry-After, decided here at the edge
+        return respond(edge.status, edge.code, edge.detail, dict(edge.headers))
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:

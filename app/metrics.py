@@ -31,7 +31,29 @@ class Metrics:
         self.batch_size = Histogram("colorizer_batch_size", "Images per model run.", buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("colorizer_queue_depth", "Images waiting for the model.", registry=r)
         self.in_flight = Gauge(
-            "colorizer_images_in_flight", "Images admitted and not yet answered (COLORIZER_MAX_IN_FLIGHT).", registry=r
+            "colorizer_images_in_flight",
+            "Images being decoded, coloured or encoded (COLORIZER_MAX_IN_FLIGHT).",
+            registry=r,
+        )
+        self.waiting = Gauge(
+            "colorizer_images_waiting", "Admitted images waiting for their turn (COLORIZER_MAX_QUEUE).", registry=r
+        )
+        self.active_pixels = Gauge(
+            "colorizer_active_pixels", "Full-resolution pixels in flight (COLORIZER_MAX_ACTIVE_PIXELS).", registry=r
+        )
+        self.queue_wait_estimate = Gauge(
+            "colorizer_queue_wait_estimate_seconds", "Estimated wait a request arriving now would face.", registry=r
+        )
+        self.queue_wait_budget = Gauge(
+            "colorizer_queue_wait_budget_seconds",
+            "Longest estimated wait admitted (COLORIZER_MAX_QUEUE_WAIT_MS).",
+            registry=r,
+        )
+        self.service_estimate = Gauge(
+            "colorizer_service_time_estimate_seconds",
+            "Estimated time an image holds its place in flight (EWMA; 0 until measured), by size class.",
+            ["size_class"],
+            registry=r,
         )
         self.images = Counter("colorizer_images", "Images by outcome.", ["outcome"], registry=r)
         self.errors = Counter("colorizer_errors", "Error answers by status and code.", ["status", "code"], registry=r)

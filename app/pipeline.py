@@ -11,6 +11,7 @@ import numpy as np
 from app.color import join, lightness, model_input
 from app.decode import decode_lightness
 from app.encode import encode_image
+from app.image_header import Header, checked_header
 from app.metrics import Metrics
 
 
@@ -28,10 +29,14 @@ def _observe(metrics: Metrics | None, stage: str, started: float) -> float:
     return now
 
 
-def prepare(data: bytes, size: int, max_pixels: int, metrics: Metrics | None = None) -> Prepared:
-    """Upload bytes -> L at full size and at the model's size. Raises ApiError for bad input."""
+def prepare(
+    data: bytes, size: int, max_pixels: int, metrics: Metrics | None = None, header: Header | None = None
+) -> Prepared:
+    """Upload bytes -> L at full size and at the model's size. Raises ColorizerError for bad input. ``header``:
+    the one already read (and checked) by the caller, so the bytes are parsed once."""
+    header = header or checked_header(data, max_pixels)
     t = time.perf_counter()
-    decoded = decode_lightness(data, max_pixels)  # decode and L in one step: no full-size float BGR
+    decoded = decode_lightness(data, header)  # decode and L in one step: no full-size float BGR
     t = _observe(metrics, "decode", t)
     small = model_input(decoded.lightness, size)
     _observe(metrics, "preprocess", t)

@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.config import Settings
-from app.cores import available_cores
+from app.tuning import Kind, intra_op_threads
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def provider_options(name: str) -> tuple[str, dict[str, str]]:
 class ModelRuntime:
     """Loads the ONNX file, reads its self-description, and runs batches of L."""
 
-    def __init__(self, path: Path, providers: list[str], require_gpu: bool = False, threads: int = 0) -> None:
+    def __init__(self, path: Path, providers: list[str], require_gpu: bool = False, threads: int = 1) -> None:
         if not path.is_file():
             raise ModelLoadError(f"model file {path} does not exist; set COLORIZER_MODEL_PATH to an ONNX file")
         available = ort.get_available_providers()
@@ -67,10 +67,8 @@ class ModelRuntime:
             raise ModelLoadError(f"none of COLORIZER_PROVIDERS {providers} is available (have {available})")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Half the cores per run by default, with cores ÷ threads runs at once (app/service.py): on 2 cores two
-        # 1-thread runs did 48 img/s where one 2-thread run did 35 (docs/PERFORMANCE.md).
-        self.intra_op_threads = threads or max(1, available_cores() // 2)
-        opts.intra_op_num_threads = self.intra_op_threads
+        self.intra_op_threads = threads  # per run; app/tuning.py says why half the cores by default
+        opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1  # no parallel graph branches: runs overlap (the batcher) and operators split
         try:
             self.session = ort.InferenceSession(
@@ -92,8 +90,14 @@ class ModelRuntime:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ModelRuntime:
-        return cls(settings.model_path, settings.provider_names, settings.require_gpu, settings.intra_op_threads)
+    def from_settings(cls, settings: Settings, cores: int) -> ModelRuntime:
+        threads = intra_op_threads(settings, cores)
+        return cls(settings.model_path, settings.provider_names, settings.require_gpu, threads)
+
+    @property
+    def kind(self) -> Kind:
+        """The kind of device the model runs on, which picks the defaults in app/tuning.py."""
+        return "cuda" if self.info.provider == CUDA else "cpu"
 
     def _describe(self, path: Path, active: list[str]) -> ModelInfo:
         meta = self.session.get_modelmeta().custom_metadata_map

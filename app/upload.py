@@ -8,7 +8,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ApiError
+from app.http_errors import ApiError
 
 # The rest of the body is never read after these errors, so the connection cannot carry another request.
 CLOSE = {"Connection": "close"}

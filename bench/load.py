@@ -292,7 +292,7 @@ def in_process(model: Path, payloads: list[bytes], batch: int, seconds: float, v
     model on batches, finish each (join + PNG), one step after another, with the service's settings (threads, PNG
     level)."""
     settings = Settings(model_path=model, providers="cpu")
-    runtime = ModelRuntime.from_settings(settings)
+    runtime = ModelRuntime.from_settings(settings, available_cores())
     size = runtime.info.input_size
     runtime.run(np.full((batch, 1, size, size), 50, np.float32))
     images = 0

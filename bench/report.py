@@ -15,7 +15,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen before pyplot loads)
 
-from app.service import BATCH_DEFAULTS  # noqa: E402
 from bench import common  # noqa: E402
 from bench.stages import FAST_SUBSET  # noqa: E402
 
@@ -472,10 +471,10 @@ class Report:
         notes = []
         for server in servers:
             if server == "service":
-                size, delay = BATCH_DEFAULTS["cpu"]
                 note = (
-                    f"is the default configuration (CPU batch {size}, {delay * 1000:g} ms delay, two model runs at "
-                    f"once, one image in flight per core{settings})"
+                    "is the default configuration of that run (CPU batch 4, 0 ms delay, two model runs at once, one "
+                    f"image in flight per core{settings}; issue 16 has since changed admission: see docs/perf/"
+                    "admission.json and GET /model for today's defaults)"
                 )
             elif server == "service-nobatch":
                 note = "sets COLORIZER_MAX_BATCH_SIZE=1"

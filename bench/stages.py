@@ -25,6 +25,7 @@ from isal import isal_zlib
 
 from app.color import join, lightness, model_input
 from app.config import Settings
+from app.cores import available_cores
 from app.decode import decode_image, decode_lightness
 from app.encode import encode_image, png_sub_filtered
 from app.pipeline import finish, prepare
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.quick:
         a.sizes, a.min_time = "0.25,1", 0.3
     settings = Settings(model_path=a.model, providers="cpu")
-    runtime = ModelRuntime.from_settings(settings)
+    runtime = ModelRuntime.from_settings(settings, available_cores())
     threads = runtime.intra_op_threads
     stages: dict[str, Any] = {}
     before_after: dict[str, Any] = {}

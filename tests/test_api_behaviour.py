@@ -55,7 +55,10 @@ def test_full_queue_sheds_with_503_and_retry_after(start_server: Callable[..., S
         COLORIZER_MAX_QUEUE="1",
         COLORIZER_MAX_BATCH_SIZE="1",
         COLORIZER_MAX_BATCH_DELAY_MS="0",
-        COLORIZER_MAX_IN_FLIGHT="64",  # so the queue bound is the one that sheds
+        # Issue 16: the queue is the admission line in front of the images in flight. One in flight and a wait
+        # budget no estimate reaches, so the queue bound is the one that sheds.
+        COLORIZER_MAX_IN_FLIGHT="1",
+        COLORIZER_MAX_QUEUE_WAIT_MS="600000",
     )
     responses = asyncio.run(post_many(server.url, [gray_png(600, 800)] * 16))
     codes = sorted(r.status_code for r in responses)
@@ -117,16 +120,18 @@ def test_api_keys(start_server: Callable[..., Server]) -> None:
 
 
 @pytest.mark.slow
-def test_in_flight_bound_sheds_single_requests_but_a_batch_waits_its_turn(
+def test_wait_budget_sheds_single_requests_but_a_batch_waits_its_turn(
     start_server: Callable[..., Server],
 ) -> None:
-    server = start_server(COLORIZER_MAX_IN_FLIGHT="1", COLORIZER_MAX_BATCH_SIZE="1")
+    # Issue 16 changed what sheds: not a count of images in flight but the estimated wait. With one image at once
+    # and a 1 ms budget, any request arriving behind another is refused.
+    server = start_server(COLORIZER_MAX_IN_FLIGHT="1", COLORIZER_MAX_BATCH_SIZE="1", COLORIZER_MAX_QUEUE_WAIT_MS="1")
     responses = asyncio.run(post_many(server.url, [gray_png(600, 800)] * 8))
     codes = [r.status_code for r in responses]
     assert set(codes) == {200, 503}, codes
     for shed in (r for r in responses if r.status_code == 503):
         assert shed.json()["code"] == "overloaded"
-        assert "COLORIZER_MAX_IN_FLIGHT" in shed.json()["detail"]
+        assert "COLORIZER_MAX_QUEUE_WAIT_MS" in shed.json()["detail"]
         assert shed.headers["retry-after"].isdigit()
     # Five images in one batch request with one slot: accepted as a whole, colourised one after another.
     files = [("files", (f"p{i}.png", gray_png(60 + i, 80))) for i in range(5)]

@@ -146,7 +146,12 @@ def test_health_ready_model_and_metrics(live_server: Server) -> None:
     assert model["input_size"] > 0
     assert model["providers"] == ["CPUExecutionProvider"]
     assert len(model["sha256"]) == 64
-    assert model["batching"]["max_in_flight"] == max(2, available_cores())  # the CPU default: one per core
+    # Issue 16: in flight is what runs at once (two per core on a CPU), with the admission queue in front of it.
+    assert model["batching"]["max_in_flight"] == max(4, 2 * available_cores())
+    tuning = model["tuning"]  # the effective values, per-provider defaults resolved once
+    assert tuning["provider"] == "cpu"
+    assert tuning["max_in_flight"] == model["batching"]["max_in_flight"]
+    assert tuning["max_queue_wait_ms"] == model["batching"]["max_queue_wait_ms"] == 1000
     text = httpx.get(live_server.url + "/metrics").text
     assert 'colorizer_model_info{provider="CPUExecutionProvider"' in text
     for name in (

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from app.batcher import DynamicBatcher, Priority
-from app.errors import ApiError
+from app.errors import ColorizerError
+from app.http_errors import http_status
 from app.metrics import Metrics
 
 
@@ -55,7 +56,7 @@ async def test_a_failed_batch_fails_only_its_own_items_and_the_batcher_recovers(
     batcher = await run_batcher(runner, max_batch=2, delay=0.01)
     futures = [batcher.submit(item(v), f"r{v}") for v in (4.0, 5.0, 6.0, 7.0)]
     results = await asyncio.gather(*futures, return_exceptions=True)
-    assert [isinstance(r, ApiError) and r.status == 500 for r in results] == [True, True, False, False]
+    assert [isinstance(r, ColorizerError) and http_status(r) == 500 for r in results] == [True, True, False, False]
     later = await batcher.submit(item(8.0), "r8")
     assert float(later[0, 0, 0]) == 8.0
     await batcher.stop()
@@ -77,10 +78,10 @@ async def test_full_queue_is_refused_and_abandoned_items_are_skipped() -> None:
     batcher = DynamicBatcher(runner, Metrics(), 8, 0.0, 2)
     kept = batcher.submit(item(1), "a")
     abandoned = batcher.submit(item(2), "b")
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(ColorizerError) as refused:
         batcher.submit(item(3), "c")
-    assert refused.value.status == 503
-    assert refused.value.headers["Retry-After"]
+    assert http_status(refused.value) == 503
+    assert refused.value.retry_after_s
     abandoned.cancel()  # the caller gave up (deadline or disconnect) before the run
     batcher.start()
     await kept

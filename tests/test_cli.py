@@ -36,3 +36,24 @@ def test_colorize_folder_and_file(tmp_path: Path) -> None:
         img = cv2.imread(str(out / name))
         assert img.shape[:2] == shape
         assert colourfulness(img) > 1.0
+
+
+def test_colorize_uses_the_services_png_compression(tmp_path: Path) -> None:
+    """The CLI runs the service's own path (app/colorize.py), so COLORIZER_PNG_COMPRESSION reaches its PNGs."""
+    src = tmp_path / "p.png"
+    cv2.imwrite(str(src), cv2.cvtColor(photo_like(120, 160), cv2.COLOR_BGR2GRAY))
+    sizes = {}
+    for level in ("0", "9"):
+        out = tmp_path / f"out{level}"
+        result = subprocess.run(
+            [sys.executable, "-m", "app.cli", "colorize", str(src), "-o", str(out)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={"COLORIZER_MODEL_PATH": str(MODEL), "COLORIZER_PNG_COMPRESSION": level, "PATH": "/usr/bin:/bin"},
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        sizes[level] = (out / "p.png").stat().st_size
+    assert sizes["0"] > 120 * 160 * 3  # stored, not deflated
+    assert sizes["9"] < sizes["0"] / 2

@@ -18,9 +18,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.decode import exif_orientation
-from app.errors import ApiError
-from app.image_header import read_header
+from app.errors import ColorizerError
+from app.http_errors import http_status
+from app.image_header import exif_orientation, read_header
 from app.pipeline import prepare
 from tests.conftest import Server
 from tests.corpus import SEEDS, bmp_declaring, jpeg_declaring, png_declaring, tiff_with, webp_declaring
@@ -97,19 +97,19 @@ ANY_BYTES = st.one_of(
 )
 
 
-def refusal(fn: Callable[[bytes], T], data: bytes) -> tuple[T | None, ApiError | None]:
-    """``fn(data)``, or the ApiError it raised; any other exception fails the test."""
+def refusal(fn: Callable[[bytes], T], data: bytes) -> tuple[T | None, ColorizerError | None]:
+    """``fn(data)``, or the ColorizerError it raised; any other exception fails the test."""
     try:
         return fn(data), None
-    except ApiError as exc:
+    except ColorizerError as exc:
         return None, exc
 
 
 def decodes_or_refuses(data: bytes) -> None:
-    """The property: a well-formed result within the pixel limit, or an ApiError with a documented 4xx."""
+    """The property: a well-formed result within the pixel limit, or a ColorizerError with a documented 4xx."""
     prepared, error = refusal(lambda d: prepare(d, SIZE, MAX_PIXELS), data)
     if error is not None:
-        assert (error.status, error.code) in REFUSALS
+        assert (http_status(error), error.code) in REFUSALS
         return
     assert prepared is not None
     height, width = prepared.full_l.shape
@@ -135,7 +135,7 @@ def test_decode_path_decodes_or_refuses_but_never_crashes(data: bytes) -> None:
 def test_header_and_exif_readers_never_crash(data: bytes) -> None:
     header, error = refusal(read_header, data)
     if error is not None:
-        assert (error.status, error.code) in REFUSALS
+        assert (http_status(error), error.code) in REFUSALS
     else:
         assert header is not None
         assert min(header.width, header.height) > 0
@@ -144,9 +144,9 @@ def test_header_and_exif_readers_never_crash(data: bytes) -> None:
 
 def test_a_fuzzer_find_stays_fixed() -> None:
     """Found by the TIFF-directory strategy: no ImageWidth tag used to escape as a KeyError (a 500)."""
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(ColorizerError) as err:
         read_header(b"II*\x00" + struct.pack("<IH", 8, 0) + b"\0\0\0\0")
-    assert err.value.status == 400
+    assert http_status(err.value) == 400
 
 
 # ---- the HTTP API, from its own OpenAPI schema ------------------------------------------------------------------

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp
 
 from app.batcher import DynamicBatcher
 from app.config import Settings
-from app.errors import ApiError
+from app.http_errors import ApiError
 from app.main import create_app
 from app.metrics import Metrics
 from app.upload import BodyLimitMiddleware

@@ -33,11 +33,11 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
-@router.get("/model", summary="The loaded model and batching settings")
+@router.get("/model", summary="The loaded model, batching settings and the effective tuning")
 async def model(request: Request) -> dict[str, Any]:
     service = _service(request)
-    info = service.model.info
-    batcher = service.batcher
+    colorizer = service.colorizer  # 503 not_ready until the model is warm
+    info, tuning = colorizer.runtime.info, colorizer.tuning
     return {
         "version": info.version,
         "architecture": info.architecture,
@@ -46,11 +46,13 @@ async def model(request: Request) -> dict[str, Any]:
         "sha256": info.sha256,
         "providers": info.providers,
         "batching": {
-            "max_batch_size": batcher.max_batch_size if batcher else None,
-            "max_batch_delay_ms": batcher.max_delay_s * 1000 if batcher else None,
-            "max_queue": service.settings.max_queue,
-            "max_in_flight": service.in_flight.limit,
+            "max_batch_size": tuning.max_batch_size,
+            "max_batch_delay_ms": tuning.max_batch_delay_ms,
+            "max_queue": tuning.max_queue,
+            "max_in_flight": tuning.max_in_flight,
+            "max_queue_wait_ms": tuning.max_queue_wait_ms,
         },
+        "tuning": tuning.as_dict(),  # every effective value, per-provider defaults resolved (app/tuning.py)
     }
 
 

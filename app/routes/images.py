@@ -1,8 +1,8 @@
-"""POST /colorize and POST /colorize/batch: validate, hand off to the pipeline, stream the answer."""
+"""POST /colorize and POST /colorize/batch: read the upload, hand it to the colouriser (app/colorize.py), stream
+the answer."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import zipfile
 from collections.abc import AsyncIterator
@@ -13,12 +13,9 @@ from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 
 from app.auth import check_api_key
-from app.decode import check_pixels
 from app.encode import MEDIA_TYPES, check_format
-from app.errors import ApiError, error_responses
-from app.image_header import read_header
-from app.observability import request_id_var
-from app.pipeline import finish
+from app.errors import ColorizerError
+from app.http_errors import ApiError, error_responses
 from app.service import Service
 
 router = APIRouter(dependencies=[Depends(check_api_key)], responses=error_responses())
@@ -29,55 +26,6 @@ Format = Annotated[str, Query(pattern="^(png|jpeg|jpg|webp)$", description="outp
 async def get_service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
-
-
-async def colorize_bytes(service: Service, data: bytes, fmt: str, wait: bool = False) -> bytes:
-    """One image through the whole pipeline, within the request deadline; the answer or an ApiError. With ``wait``
-    (the images of a batch request) the image waits for a free slot instead of being refused."""
-    s = service.settings
-    try:
-        header = read_header(data)  # cheap, on the loop: refuses bombs before any thread or memory is spent
-        check_pixels(header, s.max_pixels)
-    except ApiError:
-        service.metrics.images.labels("rejected").inc()
-        raise
-    try:
-        async with asyncio.timeout(s.request_timeout_s):
-            if wait:
-                await service.in_flight.wait_and_enter()
-            else:
-                service.in_flight.enter()
-            try:
-                encoded = await admitted(service, data, fmt, header.width * header.height)
-            finally:
-                service.in_flight.leave()
-    except TimeoutError as exc:
-        service.metrics.images.labels("error").inc()
-        raise ApiError(
-            504,
-            "deadline_exceeded",
-            f"the image took longer than {s.request_timeout_s:g} s (COLORIZER_REQUEST_TIMEOUT_S)",
-        ) from exc
-    except ApiError as exc:
-        service.metrics.images.labels("rejected" if exc.status < 500 or exc.status == 503 else "error").inc()
-        raise
-    except Exception:
-        service.metrics.images.labels("error").inc()
-        raise
-    service.metrics.images.labels("ok").inc()
-    return encoded
-
-
-async def admitted(service: Service, data: bytes, fmt: str, pixels: int) -> bytes:
-    """Decode, model, encode for an image holding an in-flight slot; the queue and pixel bounds still apply."""
-    service.admit()
-    service.pixels.acquire(pixels)
-    try:
-        prepared = await service.prepare(data)
-        ab = await service.infer(prepared.small_l, request_id_var.get())
-        return await service.in_thread(finish, prepared, ab, fmt, service.settings.png_compression, service.metrics)
-    finally:
-        service.pixels.release(pixels)
 
 
 async def read_upload(request: Request, file: UploadFile | None) -> bytes:
@@ -118,7 +66,7 @@ async def colorize(
 ) -> StreamingResponse:
     fmt = check_format(format)
     data = await read_upload(request, file)
-    encoded = await colorize_bytes(service, data, fmt)
+    encoded = await service.colorizer.colorize(data, fmt)  # a ColorizerError leaves through app/main.py
     return StreamingResponse(
         stream_bytes(encoded), media_type=MEDIA_TYPES[fmt], headers={"Content-Length": str(len(encoded))}
     )
@@ -141,14 +89,12 @@ async def colorize_batch(
         )
     blobs = [await f.read() for f in files]
     names = unique_names([f.filename or f"image{i}" for i, f in enumerate(files)])
-    # The images go to the model together (so they share model runs), as many at a time as in-flight slots
-    # allow; any bad one fails the whole request with its name, before a byte of the zip is sent.
-    results = await asyncio.gather(
-        *(colorize_bytes(service, b, "png", wait=True) for b in blobs), return_exceptions=True
-    )
+    # Admitted as one request, the images then share model runs; any bad one fails the whole request with its
+    # name, before a byte of the zip is sent.
+    results = await service.colorizer.colorize_all(blobs)
     for name, result in zip(names, results, strict=True):
-        if isinstance(result, ApiError):
-            raise ApiError(result.status, result.code, f"{name}: {result.detail}", dict(result.headers or {}))
+        if isinstance(result, ColorizerError):
+            raise result.with_prefix(f"{name}: ") from result
         if isinstance(result, BaseException):
             raise result
     encoded = [r for r in results if isinstance(r, bytes)]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, File, Request, Response, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 
 from app.auth import check_api_key
-from app.errors import error_responses
+from app.http_errors import error_responses
 from app.video.jobs import JobManager
 
 router = APIRouter(

@@ -24,9 +24,9 @@ from typing import Any, BinaryIO, TypeVar
 import numpy as np
 
 from app.batcher import Priority
-from app.errors import ApiError, overloaded
+from app.errors import ColorizerError, overloaded
+from app.http_errors import ApiError
 from app.observability import request_id_var
-from app.runtime import CUDA
 from app.service import Service
 from app.video.media import (
     VIDEO_SUFFIXES,
@@ -38,7 +38,7 @@ from app.video.media import (
     VideoWriter,
     probe,
 )
-from app.video.process import MAX_CHUNK_FRAMES, Chunk, chunk_frames, read_chunk, write_chunk
+from app.video.process import Chunk, chunk_frames, read_chunk, write_chunk
 from app.video.store import STATUSES, JobState, JobStore, QuotaExceeded
 from app.video.temporal import TemporalSmoother
 
@@ -85,7 +85,6 @@ class JobManager:
         self.smoothing = service.settings.video_smoothing
         self.scene_cut = service.settings.video_scene_cut
         workers = service.settings.video_workers
-        self.in_flight = service.settings.video_in_flight  # 0: by provider, see _in_flight
         TemporalSmoother(self.smoothing, self.scene_cut)  # fail at start-up on bad values, not in the first job
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._jobs: dict[str, _Job] = {}
@@ -123,7 +122,7 @@ class JobManager:
         s = self.settings
         if self.service.draining:
             raise ApiError(503, "draining", "the server is shutting down; send the video again", {"Retry-After": "5"})
-        _ = self.service.model  # 503 while the model is still loading
+        _ = self.service.colorizer  # 503 while the model is still loading
         active = sum(job.active for job in self._jobs.values()) + self._admitting
         if active >= s.max_video_jobs:
             raise overloaded(
@@ -267,7 +266,7 @@ class JobManager:
                 await self._fail(job, "the server shut down before the video was finished; send it again")
         except MediaError as exc:
             await self._fail(job, f"{exc}")
-        except ApiError as exc:
+        except (ApiError, ColorizerError) as exc:
             await self._fail(job, exc.detail)
         except Exception:
             log.exception("video job %s failed", job_id)
@@ -295,10 +294,10 @@ class JobManager:
         if source is None:
             raise InvalidMedia("the uploaded file is gone")
         partial = self.store.partial_path(state.id)
-        size = self.service.model.info.input_size
+        size = self.service.colorizer.input_size
         count = chunk_frames(info.width, info.height)
         smoother = TemporalSmoother(self.smoothing, self.scene_cut)
-        in_flight = self._in_flight()
+        in_flight = self.service.colorizer.tuning.video_in_flight  # frames at the model at once
         reader = await self._io(VideoReader, source)
         writer: VideoWriter | None = None
         threads: list[asyncio.Future[Any]] = []  # thread work to finish before the files are closed
@@ -340,22 +339,13 @@ class JobManager:
 
     async def _infer(self, chunk: Chunk, in_flight: int) -> np.ndarray:
         """The chunk's frames through the batcher as BULK, at most ``in_flight`` of them waiting at once."""
-        request_id = request_id_var.get()
         gate = asyncio.Semaphore(in_flight)
 
         async def one(small: np.ndarray) -> np.ndarray:
             async with gate:
-                return await self.service.infer(small, request_id, Priority.BULK)
+                return await self.service.colorizer.infer(small, Priority.BULK)
 
         return np.stack(await asyncio.gather(*(one(small) for small in chunk.model_l)))  # (N, 2, h, w)
-
-    def _in_flight(self) -> int:
-        """Frames a job keeps waiting for the model: a whole chunk on a GPU, where a model run takes
-        milliseconds and full batches are what counts; one on a CPU, where a run of four frames takes about half
-        a second and an image would wait for the run in flight and then share its own with frames."""
-        if self.in_flight:
-            return self.in_flight
-        return MAX_CHUNK_FRAMES if self.service.model.info.provider == CUDA else 1
 
     async def _advance(self, job: _Job, frames: int) -> None:
         state = job.state
