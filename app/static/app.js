@@ -23,6 +23,7 @@
     settings: $("#settings"),
     apiKey: $("#api-key"),
     modelInfo: $("#model-info"),
+    hintsOff: $("#hints-off"),
   };
 
   /** @type {Array<object>} one entry per added file, in the order shown */
@@ -67,9 +68,8 @@
   }
 
   /** The API's own sentence from a JSON error body, or a plain description of the status. */
-  async function errorDetail(xhr) {
+  function detailOf(status, statusText, body) {
     try {
-      const body = xhr.response instanceof Blob ? await xhr.response.text() : String(xhr.response || "");
       const data = JSON.parse(body);
       if (data && typeof data.detail === "string" && data.detail) return data.detail;
       if (data && Array.isArray(data.detail) && data.detail.length) {
@@ -78,17 +78,31 @@
     } catch (_) {
       // Not JSON (a proxy's HTML page, for instance): fall through to the status line.
     }
-    const text = xhr.statusText ? ` (${xhr.statusText})` : "";
-    return `The server answered with status ${xhr.status}${text}. Try again later.`;
+    const text = statusText ? ` (${statusText})` : "";
+    return `The server answered with status ${status}${text}. Try again later.`;
   }
 
-  function retryAfterSeconds(xhr) {
-    const header = xhr.getResponseHeader("Retry-After");
+  async function errorDetail(xhr) {
+    let body = "";
+    try {
+      body = xhr.response instanceof Blob ? await xhr.response.text() : String(xhr.response || "");
+    } catch (_) {
+      // An unreadable body gets the status line.
+    }
+    return detailOf(xhr.status, xhr.statusText, body);
+  }
+
+  /** Seconds to wait before retrying a 503, from its Retry-After header (seconds or a date). */
+  function retryAfterFrom(header) {
     const seconds = Number.parseInt(header || "", 10);
     if (Number.isFinite(seconds) && seconds >= 0) return Math.min(seconds, 60) || 1;
     const date = Date.parse(header || "");
     if (!Number.isNaN(date)) return Math.min(60, Math.max(1, Math.ceil((date - Date.now()) / 1000)));
     return 3;
+  }
+
+  function retryAfterSeconds(xhr) {
+    return retryAfterFrom(xhr.getResponseHeader("Retry-After"));
   }
 
   // ---------------------------------------------------------------- API key
@@ -123,6 +137,8 @@
       const response = await fetch("/model", { headers, cache: "no-store" });
       if (!response.ok) return;
       const info = await response.json();
+      modelInputSize = Number(info.input_size) || 0;
+      setHintKinds(Array.isArray(info.hints) ? info.hints.map(String) : []);
       const parts = [];
       const name = [info.architecture, info.version && `v${String(info.version).replace(/^v/, "")}`]
         .filter(Boolean)
@@ -139,6 +155,25 @@
     } catch (_) {
       // The footer is optional; the page works without it.
     }
+  }
+
+  /** The hint kinds the model takes ("local", "global"); null until GET /model has answered. */
+  let hintKinds = null;
+  let modelInputSize = 0;
+
+  function setHintKinds(kinds) {
+    hintKinds = kinds;
+    for (const item of items) updateEditButton(item);
+    document.dispatchEvent(new CustomEvent("colorizer:model", { detail: { hints: kinds } }));
+  }
+
+  function editable(item) {
+    return item.state === "done" && !item.card.classList.contains("no-before") && (!hintKinds || hintKinds.length > 0);
+  }
+
+  function updateEditButton(item) {
+    item.el.edit.hidden = !editable(item);
+    ui.hintsOff.hidden = !(hintKinds && hintKinds.length === 0 && items.some((i) => i.state === "done"));
   }
 
   // ---------------------------------------------------------------- cards
@@ -187,6 +222,7 @@
         error: $(".error", card),
         download: $(".download", card),
         retry: $(".retry", card),
+        edit: $(".edit", card),
         remove: $(".remove", card),
       },
     };
@@ -197,6 +233,7 @@
     el.progress.setAttribute("aria-label", `Progress for ${name}`);
     el.remove.setAttribute("aria-label", `Remove ${name}`);
     el.retry.setAttribute("aria-label", `Try again: ${name}`);
+    el.edit.setAttribute("aria-label", `Edit colours: ${name}`);
     el.slider.setAttribute("aria-label", `Compare original and colour of ${name}`);
     el.before.alt = `Original: ${name}`;
 
@@ -207,6 +244,7 @@
     el.before.addEventListener("error", () => {
       card.classList.add("no-before");
       el.noPreview.hidden = false;
+      updateEditButton(item);
     });
     el.before.src = item.originalUrl;
 
@@ -217,6 +255,9 @@
       enqueue(item);
     });
     el.remove.addEventListener("click", () => removeItem(item, true));
+    el.edit.addEventListener("click", () => {
+      if (window.Colorizer.editor && editable(item)) window.Colorizer.editor.open(item);
+    });
     return item;
   }
 
@@ -245,6 +286,7 @@
     el.progress.hidden = !busy;
     el.retry.hidden = state !== "error";
     el.download.hidden = state !== "done";
+    updateEditButton(item);
     if (state !== "error") {
       el.error.hidden = true;
       el.error.textContent = "";
@@ -280,6 +322,7 @@
     const index = items.indexOf(item);
     if (index < 0) return;
     item.removed = true;
+    if (window.Colorizer.editor) window.Colorizer.editor.forget(item);
     clearTimeout(item.retryTimer);
     if (item.xhr) item.xhr.abort();
     URL.revokeObjectURL(item.originalUrl);
@@ -517,6 +560,12 @@
     event.preventDefault(); // keep the browser from opening the file instead
     dragDepth = 0;
     document.body.classList.remove("is-dragging");
+    const editor = window.Colorizer.editor;
+    if (editor && editor.isOpen()) {
+      // Behind the open colour editor the photo list is out of reach: a photo dropped on it is a reference.
+      editor.dropped(event.dataTransfer.files);
+      return;
+    }
     addFiles(event.dataTransfer.files);
   });
 
@@ -532,6 +581,7 @@
         .filter(Boolean);
     }
     if (!files.length) return; // ordinary text paste, e.g. into the API key field
+    if (window.Colorizer.editor && window.Colorizer.editor.isOpen()) return;
     event.preventDefault();
     const named = files.map((file) => {
       // Screenshots arrive as "image.png"; give each a distinct name for its download.
@@ -551,6 +601,21 @@
     announce("Cleared all photos.");
     ui.fileInput.focus();
   });
+
+  // What the colour editor (editor.js) shares with this page.
+  window.Colorizer = {
+    apiKey,
+    announce,
+    detailOf,
+    retryAfterFrom,
+    openSettings: () => {
+      ui.settings.open = true;
+    },
+    hintKinds: () => hintKinds,
+    modelInputSize: () => modelInputSize,
+    maxAutoRetries: MAX_AUTO_RETRIES,
+    editor: null,
+  };
 
   loadModelInfo();
 })();
