@@ -148,7 +148,8 @@
     }
 
     function hasHints(h) {
-      return (takesPoints() && h.points.length > 0) || (takesGlobal() && (h.palette.length > 0 || Boolean(h.reference)));
+      const local = takesPoints() && h.points.length > 0;
+      return local || (takesGlobal() && (h.palette.length > 0 || Boolean(h.reference)));
     }
 
     /** The API's hints JSON for a photo of width × height pixels (DESIGN.md, "Hints"); null when there are none. */
@@ -186,7 +187,7 @@
         ui.pointInfo.textContent = `Point ${index} of ${h.points.length} selected.`;
       } else {
         ui.pointInfo.textContent = h.points.length
-          ? `${h.points.length} point${h.points.length === 1 ? "" : "s"}; none selected: the colour is for the next one.`
+          ? `${h.points.length} point${h.points.length === 1 ? "" : "s"}; none selected: the colour is for the next.`
           : "No points yet: click the photo to drop one in this colour.";
       }
       renderPalette(h);
@@ -237,7 +238,7 @@
         marker.setAttribute("aria-pressed", String(p.id === ed.selected));
         marker.setAttribute(
           "aria-label",
-          `Colour point ${index + 1}, ${p.color}, at ${Math.round(p.x * 100)}% across and ${Math.round(p.y * 100)}% down`,
+          `Colour point ${index + 1}, ${p.color}, ${Math.round(p.x * 100)}% across, ${Math.round(p.y * 100)}% down`,
         );
       });
     }
@@ -380,7 +381,8 @@
       ui.preview.dataset.version = String(version);
       ui.preview.src = url;
       if (old) setTimeout(() => URL.revokeObjectURL(old), 1000);
-      if (version === ed.version) setStatus(hasHints(hintsOf(ed.item)) ? "Preview up to date." : "No hints: automatic colours.");
+      if (version !== ed.version) return;
+      setStatus(hasHints(hintsOf(ed.item)) ? "Preview up to date." : "No hints: automatic colours.");
     }
 
     function setStatus(text) {
@@ -706,7 +708,9 @@
       const points = data.points || [];
       const palette = data.palette || [];
       if (!Array.isArray(points) || !Array.isArray(palette)) throw new Error('"points" and "palette" must be lists.');
-      if (points.length > MAX_POINTS) throw new Error(`${points.length} points; the editor takes at most ${MAX_POINTS}.`);
+      if (points.length > MAX_POINTS) {
+        throw new Error(`${points.length} points; the editor takes ${MAX_POINTS} at most.`);
+      }
       const longer = Math.max(width, height);
       const loaded = points.map((p, i) => {
         const n = i + 1;
@@ -727,7 +731,9 @@
         };
       });
       for (const color of palette) {
-        if (typeof color !== "string" || !COLOR_RE.test(color)) throw new Error(`Palette colour ${color} is not #rrggbb.`);
+        if (typeof color !== "string" || !COLOR_RE.test(color)) {
+          throw new Error(`Palette colour ${color} is not #rrggbb.`);
+        }
       }
       return { points: loaded, palette: palette.map((c) => c.toLowerCase()).slice(0, MAX_PALETTE) };
     }
@@ -836,7 +842,9 @@
       if (!ui.dialog.open) ui.dialog.showModal();
       render();
       if (hasHints(hintsOf(item))) schedulePreview();
-      previewPhoto(item).catch(() => showError("This browser could not draw the photo, so its colours cannot be edited here."));
+      previewPhoto(item).catch(() => {
+        showError("This browser could not draw the photo, so its colours cannot be edited here.");
+      });
     }
 
     /** Abandon the preview in flight and any retry; its answer, if it comes, is dropped. */
@@ -862,7 +870,8 @@
     ui.dialog.addEventListener("click", (event) => {
       if (event.target !== ui.dialog || event.detail === 0) return;
       const r = ui.dialog.getBoundingClientRect();
-      const inside = event.clientX >= r.left && event.clientX <= r.right && event.clientY >= r.top && event.clientY <= r.bottom;
+      const inside =
+        event.clientX >= r.left && event.clientX <= r.right && event.clientY >= r.top && event.clientY <= r.bottom;
       if (!inside) ui.dialog.close(); // a click on the backdrop
     });
     new ResizeObserver(() => {
