@@ -18,7 +18,9 @@ from enum import Enum
 
 import numpy as np
 
+from app.cores import IMAGE_WORK_NICE, lower_thread_priority
 from app.errors import model_failed, overloaded
+from app.guidance import ModelHints
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -34,13 +36,14 @@ class _Item:
     lightness: np.ndarray  # (1, S, S) float32
     request_id: str
     future: asyncio.Future[np.ndarray]
+    hints: ModelHints | None = None  # travels with its image into the same row of the batch
     enqueued: float = field(default_factory=time.monotonic)
 
 
 class DynamicBatcher:
     def __init__(
         self,
-        run_batch: Callable[[np.ndarray], np.ndarray],
+        run_batch: Callable[[np.ndarray, list[ModelHints | None]], np.ndarray],
         metrics: Metrics,
         max_batch_size: int,
         max_delay_s: float,
@@ -56,7 +59,12 @@ class DynamicBatcher:
         # One thread per concurrent run: ONNX Runtime sessions take concurrent run() calls, and on a CPU two runs
         # with one thread each did 1.4x the images of one run with two threads (docs/PERFORMANCE.md).
         self.concurrent_runs = concurrent_runs
-        self._executor = ThreadPoolExecutor(max_workers=concurrent_runs, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(
+            max_workers=concurrent_runs,
+            thread_name_prefix="inference",
+            initializer=lower_thread_priority,
+            initargs=(IMAGE_WORK_NICE,),
+        )
 
     @property
     def depth(self) -> int:
@@ -75,16 +83,20 @@ class DynamicBatcher:
         self._executor.shutdown(wait=True)
 
     def submit(
-        self, lightness: np.ndarray, request_id: str, priority: Priority = Priority.INTERACTIVE
+        self,
+        lightness: np.ndarray,
+        request_id: str,
+        priority: Priority = Priority.INTERACTIVE,
+        hints: ModelHints | None = None,
     ) -> asyncio.Future[np.ndarray]:
-        """Queue one (1, S, S) L; the future resolves to its (2, h, w) ab.
+        """Queue one (1, S, S) L, with its colour hints if any; the future resolves to its (2, h, w) ab.
 
         Admission (app/admission.py) bounds what reaches here to the images in flight, so ``max_queue`` is only a
         defensive cap on interactive items: past it the batcher refuses (overloaded) rather than grow."""
         if priority is Priority.INTERACTIVE and len(self._queues[priority]) >= self.max_queue:
             raise overloaded(f"the server is busy: {self.max_queue} images are already waiting for the model")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queues[priority].append(_Item(lightness, request_id, future))
+        self._queues[priority].append(_Item(lightness, request_id, future, hints=hints))
         self._metrics.queue_depth.set(self.depth)
         self._wakeup.set()
         return future
@@ -126,7 +138,8 @@ class DynamicBatcher:
             self._metrics.batch_size.observe(len(batch))
             inputs = np.stack([item.lightness for item in batch])  # (N, 1, S, S)
             try:
-                outputs = await loop.run_in_executor(self._executor, self._run_batch, inputs)
+                hints = [item.hints for item in batch]
+                outputs = await loop.run_in_executor(self._executor, self._run_batch, inputs, hints)
                 if len(outputs) != len(batch):
                     raise RuntimeError(f"model returned {len(outputs)} results for {len(batch)} inputs")
             except Exception as exc:

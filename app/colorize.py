@@ -20,7 +20,10 @@ import numpy as np
 
 from app.admission import Admission, Place
 from app.batcher import DynamicBatcher, Priority
+from app.cores import IMAGE_WORK_NICE, lower_thread_priority
+from app.decode import decode_small_bgr
 from app.errors import ColorizerError
+from app.guidance import NO_GUIDANCE, Guidance, ModelHints, reference_distribution
 from app.image_header import Header, checked_header
 from app.metrics import Metrics
 from app.observability import request_id_var
@@ -57,7 +60,12 @@ class Colorizer:
             tuning.max_active_pixels,
             metrics,
         )
-        self.executor = ThreadPoolExecutor(max_workers=tuning.pipeline_threads, thread_name_prefix="pipeline")
+        self.executor = ThreadPoolExecutor(
+            max_workers=tuning.pipeline_threads,
+            thread_name_prefix="pipeline",
+            initializer=lower_thread_priority,
+            initargs=(IMAGE_WORK_NICE,),
+        )
 
     async def start(self) -> None:
         size = self.input_size
@@ -72,18 +80,24 @@ class Colorizer:
 
     # -- entry points ------------------------------------------------------------------------------------------
 
-    async def colorize(self, data: bytes, fmt: str = "png", *, shed: bool = True) -> bytes:
-        """One upload -> encoded image of the same size. ``shed`` false (offline work) waits for its turn, however
-        long, instead of being refused or timed out."""
+    async def colorize(
+        self, data: bytes, fmt: str = "png", *, shed: bool = True, guidance: Guidance = NO_GUIDANCE
+    ) -> bytes:
+        """One upload -> encoded image of the same size, following ``guidance`` (the user's colour hints) if any.
+        ``shed`` false (offline work) waits for its turn, however long, instead of being refused or timed out."""
+        self.check_guidance(guidance)
         async with self._outcome():
             header = checked_header(data, self.max_pixels)  # cheap, on the loop: refuses bombs before any work
             async with asyncio.timeout(self.tuning.request_timeout_s if shed else None):
                 (place,) = self.admission.admit([header.pixels], self._deadline(), shed=shed)
-                return await self._run(place, data, header, fmt)
+                return await self._run(place, data, header, fmt, guidance)
 
-    async def colorize_all(self, blobs: Sequence[bytes], fmt: str = "png") -> list[bytes | BaseException]:
+    async def colorize_all(
+        self, blobs: Sequence[bytes], fmt: str = "png", guidance: Guidance = NO_GUIDANCE
+    ) -> list[bytes | BaseException]:
         """Several uploads admitted as one request: refused whole (overloaded) or accepted whole, each image then
         waiting its turn in the line. One result per upload, in order: the bytes, or that image's error."""
+        self.check_guidance(guidance)
         headers: list[Header | BaseException] = []
         for data in blobs:
             try:
@@ -101,7 +115,8 @@ class Colorizer:
         placed = [(data, h, next(places)) for data, h in zip(blobs, headers, strict=True) if isinstance(h, Header)]
         try:
             results = await asyncio.gather(
-                *(self._one_of_many(data, header, place) for data, header, place in placed), return_exceptions=True
+                *(self._one_of_many(data, header, place, guidance) for data, header, place in placed),
+                return_exceptions=True,
             )
         finally:
             for _, _, place in placed:
@@ -109,25 +124,64 @@ class Colorizer:
         answers = iter(results)
         return [next(answers) if isinstance(h, Header) else h for h in headers]
 
-    async def infer(self, small_l: np.ndarray, priority: Priority = Priority.INTERACTIVE) -> np.ndarray:
-        """(1, S, S) L -> (2, h, w) ab through the batcher, shared with every other request's images.
+    async def infer(
+        self, small_l: np.ndarray, priority: Priority = Priority.INTERACTIVE, hints: ModelHints | None = None
+    ) -> np.ndarray:
+        """(1, S, S) L (and its hints at model resolution) -> (2, h, w) ab through the batcher, shared with every
+        other request's images."""
+        return await self.batcher.submit(small_l, request_id_var.get(), priority, hints)
 
-        Guided colourisation plugs in here: hint arrays at model resolution travel beside ``small_l`` through the
-        batcher to the runtime, so every entry point gets them by passing them to ``colorize``."""
-        return await self.batcher.submit(small_l, request_id_var.get(), priority)
+    # -- guidance ----------------------------------------------------------------------------------------------
+
+    def check_guidance(self, guidance: Guidance) -> None:
+        """Counts the request by its guidance, and refuses hints a model without hint inputs cannot follow."""
+        self.metrics.guided_requests.labels(guidance.kind).inc()
+        if guidance and not self.runtime.takes_hints:
+            raise self._hints_unsupported()
+
+    def _hints_unsupported(self) -> ColorizerError:
+        return ColorizerError(
+            "hints_unsupported",
+            f"the loaded model ({self.runtime.info.version}) takes no colour hints; send the image without "
+            "hints or reference, or serve a model exported with hint inputs",
+        )
+
+    def hints_for(self, guidance: Guidance, width: int, height: int) -> ModelHints | None:
+        """The model's hint inputs for one image of width × height, or None for automatic colour."""
+        if not guidance or self.runtime.ab_bins is None:
+            return None
+        return guidance.for_image(width, height, self.input_size, self.runtime.ab_bins)
+
+    async def reference(self, data: bytes) -> np.ndarray:
+        """A reference photo -> its colour distribution over the model's bins. It passes the same header checks
+        and admission as any image (a reference is an upload like any other), decoded small."""
+        bins = self.runtime.ab_bins
+        if bins is None:
+            raise self._hints_unsupported()
+        header = checked_header(data, self.max_pixels)
+        async with asyncio.timeout(self.tuning.request_timeout_s):
+            (place,) = self.admission.admit([header.pixels], self._deadline())
+            try:
+                async with place:
+                    small = await self._in_thread(decode_small_bgr, data, header)
+                    return reference_distribution(small, bins)
+            finally:
+                place.abandon()
 
     # -- the path ----------------------------------------------------------------------------------------------
 
-    async def _one_of_many(self, data: bytes, header: Header, place: Place) -> bytes:
+    async def _one_of_many(self, data: bytes, header: Header, place: Place, guidance: Guidance) -> bytes:
         async with self._outcome(), asyncio.timeout(self.tuning.request_timeout_s):
-            return await self._run(place, data, header, "png")
+            return await self._run(place, data, header, "png", guidance)
 
-    async def _run(self, place: Place, data: bytes, header: Header, fmt: str) -> bytes:
+    async def _run(self, place: Place, data: bytes, header: Header, fmt: str, guidance: Guidance) -> bytes:
         """Wait for the image's turn, then prepare → infer → finish while holding it."""
         try:
             async with place:
                 prepared = await self._in_thread(prepare, data, self.input_size, self.max_pixels, self.metrics, header)
-                ab = await self.infer(prepared.small_l)  # (2, h, w)
+                height, width = prepared.full_l.shape
+                hints = self.hints_for(guidance, width, height)  # points are in the orientation-corrected pixels
+                ab = await self.infer(prepared.small_l, hints=hints)  # (2, h, w)
                 return await self._in_thread(finish, prepared, ab, fmt, self.tuning.png_compression, self.metrics)
         finally:
             place.abandon()  # a no-op once the place was entered and left

@@ -98,6 +98,9 @@ class Guidance:
         return np.concatenate([dist.astype(np.float32), np.ones(1, np.float32)])
 
 
+NO_GUIDANCE = Guidance()
+
+
 def paint_point(hint_ab: np.ndarray, mask: np.ndarray, p: Point, width: int, height: int) -> None:
     """Mark the grid cells a point covers: the photo is squeezed to S×S as a whole, so a round radius in photo
     pixels is an ellipse on the grid when the photo is not square. The point's own cell is always covered."""
@@ -122,7 +125,11 @@ def nearest_bin(ab: np.ndarray, bins: np.ndarray) -> np.ndarray:
 
 def reference_distribution(bgr: np.ndarray, bins: np.ndarray) -> np.ndarray:
     """A decoded reference photo (uint8 BGR) -> its ab distribution over the bins (Q,), at a small size."""
-    small = cv2.resize(bgr, (REFERENCE_SIZE, REFERENCE_SIZE), interpolation=cv2.INTER_AREA)
+    small = (
+        bgr
+        if bgr.shape[:2] == (REFERENCE_SIZE, REFERENCE_SIZE)
+        else cv2.resize(bgr, (REFERENCE_SIZE, REFERENCE_SIZE), interpolation=cv2.INTER_AREA)
+    )
     lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
     counts = np.bincount(nearest_bin(lab[:, :, 1:].reshape(-1, 2), bins), minlength=len(bins)).astype(np.float32)
     dist: np.ndarray = counts / counts.sum()

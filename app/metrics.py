@@ -56,6 +56,12 @@ class Metrics:
             registry=r,
         )
         self.images = Counter("colorizer_images", "Images by outcome.", ["outcome"], registry=r)
+        self.guided_requests = Counter(
+            "colorizer_guided_requests",
+            "Colourisation requests by the guidance they carry: none, points, global (palette or reference), both.",
+            ["guidance"],
+            registry=r,
+        )
         self.errors = Counter("colorizer_errors", "Error answers by status and code.", ["status", "code"], registry=r)
         self.model_info = Gauge(
             "colorizer_model_info", "The loaded model (value 1).", ["version", "provider"], registry=r
@@ -66,3 +72,5 @@ class Metrics:
             self.stage_duration.labels(stage)  # export every stage series from the start
         for outcome in ("ok", "error", "rejected"):
             self.images.labels(outcome)
+        for kind in ("none", "points", "global", "both"):
+            self.guided_requests.labels(kind)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from app.config import Settings
+from app.guidance import ModelHints
 from app.tuning import Kind, intra_op_threads
 
 log = logging.getLogger(__name__)
 
+HINT_INPUTS = ("hint_ab", "hint_mask", "global_hint")  # a guided model takes all three, or none (DESIGN.md)
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -32,6 +36,7 @@ class ModelInfo:
     architecture: str
     trained_on: str
     providers: list[str]
+    hints: list[str] = field(default_factory=list)  # the hint kinds the model takes: ["local", "global"] or []
 
     @property
     def provider(self) -> str:
@@ -85,6 +90,7 @@ class ModelRuntime:
             log.warning("CUDA was requested but ONNX Runtime fell back to %s; check the driver and cuDNN", active)
         self.info = self._describe(path, active)
         self.input_name = self.session.get_inputs()[0].name
+        self.ab_bins = self._ab_bins(path)  # (Q, 2) for a guided model, else None
         log.info(
             "model %s (%s, %d px) loaded on %s", self.info.version, self.info.architecture, self.info.input_size, active
         )
@@ -112,9 +118,50 @@ class ModelRuntime:
             architecture=meta.get("colorizer.architecture", "unknown"),
             trained_on=meta.get("colorizer.trained_on", "unknown"),
             providers=active,
+            hints=self._hint_kinds(path, meta),
         )
 
-    def run(self, lightness: np.ndarray) -> np.ndarray:
-        """L (N, 1, S, S) float32 in [0, 100] -> ab (N, 2, h, w) float32 in Lab units."""
-        (ab,) = self.session.run(None, {self.input_name: lightness})
+    def _hint_kinds(self, path: Path, meta: dict[str, str]) -> list[str]:
+        names = {i.name for i in self.session.get_inputs()}
+        given = [n for n in HINT_INPUTS if n in names]
+        if not given:
+            return []
+        if len(given) < len(HINT_INPUTS):
+            raise ModelLoadError(f"{path} has hint inputs {given} but not all of {list(HINT_INPUTS)}; re-export it")
+        if "colorizer.ab_bins" not in meta:
+            raise ModelLoadError(f"{path} takes hints but lacks metadata colorizer.ab_bins; re-export it")
+        return meta.get("colorizer.hints", "local,global").split(",")
+
+    def _ab_bins(self, path: Path) -> np.ndarray | None:
+        if not self.info.hints:
+            return None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        bins = np.asarray(json.loads(meta["colorizer.ab_bins"]), np.float32)
+        width = {i.name: i.shape for i in self.session.get_inputs()}["global_hint"][1]
+        if bins.ndim != 2 or bins.shape[1] != 2 or (isinstance(width, int) and width != len(bins) + 1):
+            raise ModelLoadError(f"{path}: colorizer.ab_bins {bins.shape} does not match global_hint width {width}")
+        return bins
+
+    @property
+    def takes_hints(self) -> bool:
+        return bool(self.info.hints)
+
+    def run(self, lightness: np.ndarray, hints: Sequence[ModelHints | None] = ()) -> np.ndarray:
+        """L (N, 1, S, S) float32 in [0, 100] -> ab (N, 2, h, w) float32 in Lab units. A guided model gets each
+        item's hints, and zeros (automatic) for an item without them; ``hints`` is empty or one per item."""
+        feeds = {self.input_name: lightness}
+        if self.takes_hints:
+            feeds |= self._hint_feeds(lightness, hints)
+        (ab,) = self.session.run(None, feeds)
         return np.asarray(ab, dtype=np.float32)
+
+    def _hint_feeds(self, lightness: np.ndarray, hints: Sequence[ModelHints | None]) -> dict[str, np.ndarray]:
+        assert self.ab_bins is not None
+        n, _, h, w = lightness.shape
+        hint_ab = np.zeros((n, 2, h, w), np.float32)
+        mask = np.zeros((n, 1, h, w), np.float32)
+        global_hint = np.zeros((n, len(self.ab_bins) + 1), np.float32)
+        for i, item in enumerate(hints):
+            if item is not None:
+                hint_ab[i], mask[i], global_hint[i] = item.hint_ab, item.hint_mask, item.global_hint
+        return {"hint_ab": hint_ab, "hint_mask": mask, "global_hint": global_hint}

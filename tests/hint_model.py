@@ -19,6 +19,12 @@ def export_small_model(path: Path, hints: bool, size: int = 64, seed: int = 0) -
     torch.manual_seed(seed)
     args = ModelArgs(head="regression", width=4, num_bins=len(CENTRES), hints=hints, skips=hints, fused_channels=32)
     model = ColorizerNet(args, CENTRES).eval()
+    if hints:
+        # At random init a global hint moves ab by ~0.03, below one 8-bit level; amplify its branch so that a test
+        # can see a palette or reference reach the output (trained models respond on their own).
+        with torch.no_grad():
+            model.global_hint[0].weight.mul_(60)
+            model.global_hint[2].weight.mul_(20)
     metadata = {
         "colorizer.input_size": str(size),
         "colorizer.version": f"test-{'hints' if hints else 'auto'}",

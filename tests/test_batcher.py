@@ -10,6 +10,7 @@ import pytest
 
 from app.batcher import DynamicBatcher, Priority
 from app.errors import ColorizerError
+from app.guidance import ModelHints
 from app.http_errors import http_status
 from app.metrics import Metrics
 
@@ -19,11 +20,13 @@ class Recorder:
 
     def __init__(self, fail_on: int | None = None) -> None:
         self.batches: list[list[float]] = []
+        self.hints: list[list[ModelHints | None]] = []
         self.fail_on = fail_on
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, hints: list[ModelHints | None]) -> np.ndarray:
         values = [float(v) for v in x.mean(axis=(1, 2, 3))]
         self.batches.append(values)
+        self.hints.append(hints)
         if self.fail_on is not None and self.fail_on in values:
             raise RuntimeError("model exploded")
         return np.stack([np.full((2, 1, 1), v, np.float32) for v in values])
@@ -48,6 +51,27 @@ async def test_every_item_gets_its_own_answer_in_capped_batches() -> None:
     assert all(len(b) <= 4 for b in runner.batches)
     assert sum(len(b) for b in runner.batches) == 10
     assert len(runner.batches) == 3  # 4 + 4 + 2: the delay let the queue fill before each run
+    await batcher.stop()
+
+
+async def test_each_items_hints_travel_in_its_own_row_of_the_batch() -> None:
+    runner = Recorder()
+    batcher = await run_batcher(runner)
+    marks = {
+        v: ModelHints(np.full((2, 4, 4), v, np.float32), np.ones((1, 4, 4), np.float32), np.zeros(3)) for v in (1, 3)
+    }
+    results = await asyncio.gather(*(batcher.submit(item(v), f"r{v}", hints=marks.get(v)) for v in range(5)))
+    assert [float(r[0, 0, 0]) for r in results] == list(range(5))
+    rows = [
+        (value, hints)
+        for batch, hint_rows in zip(runner.batches, runner.hints, strict=True)
+        for value, hints in zip(batch, hint_rows, strict=True)
+    ]
+    assert len(rows) == 5
+    for value, hints in rows:
+        assert (hints is None) == (value not in marks)
+        if hints is not None:
+            assert float(hints.hint_ab[0, 0, 0]) == value
     await batcher.stop()
 
 
@@ -94,7 +118,7 @@ async def test_concurrent_runs_put_two_batches_on_the_model_at_once() -> None:
     other at a barrier, which only two simultaneous runs can pass (one at a time, the barrier times out)."""
     barrier = threading.Barrier(2, timeout=10)
 
-    def runner(x: np.ndarray) -> np.ndarray:
+    def runner(x: np.ndarray, hints: list[ModelHints | None]) -> np.ndarray:
         barrier.wait()
         return np.zeros((len(x), 2, 1, 1), np.float32)
 

@@ -45,6 +45,7 @@ async def model(request: Request) -> dict[str, Any]:
         "trained_on": info.trained_on,
         "sha256": info.sha256,
         "providers": info.providers,
+        "hints": info.hints,  # the colour hints the model takes: ["local", "global"], or [] (automatic only)
         "batching": {
             "max_batch_size": tuning.max_batch_size,
             "max_batch_delay_ms": tuning.max_batch_delay_ms,

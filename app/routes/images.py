@@ -16,6 +16,7 @@ from app.auth import check_api_key
 from app.encode import MEDIA_TYPES, check_format
 from app.errors import ColorizerError
 from app.http_errors import ApiError, error_responses
+from app.routes.guidance import HintsField, PaletteOnlyField, ReferenceField, read_guidance
 from app.service import Service
 
 router = APIRouter(dependencies=[Depends(check_api_key)], responses=error_responses())
@@ -56,17 +57,21 @@ def stream_bytes(data: bytes) -> AsyncIterator[bytes]:
 @router.post(
     "/colorize",
     responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
-    summary="Colourise one image (multipart field `file`, or a raw image/* body)",
+    summary="Colourise one image (multipart field `file`, or a raw image/* body), optionally guided by colour hints",
 )
 async def colorize(
     request: Request,
     service: Annotated[Service, Depends(get_service)],
     file: Annotated[UploadFile | None, File(description="the image")] = None,
+    hints: HintsField = None,
+    reference: ReferenceField = None,
     format: Format = "png",
 ) -> StreamingResponse:
     fmt = check_format(format)
+    colorizer = service.colorizer
+    guidance = await read_guidance(colorizer, hints, reference)
     data = await read_upload(request, file)
-    encoded = await service.colorizer.colorize(data, fmt)  # a ColorizerError leaves through app/main.py
+    encoded = await colorizer.colorize(data, fmt, guidance=guidance)  # a ColorizerError leaves through app/main.py
     return StreamingResponse(
         stream_bytes(encoded), media_type=MEDIA_TYPES[fmt], headers={"Content-Length": str(len(encoded))}
     )
@@ -80,6 +85,8 @@ async def colorize(
 async def colorize_batch(
     files: Annotated[list[UploadFile], File(description="the images")],
     service: Annotated[Service, Depends(get_service)],
+    hints: PaletteOnlyField = None,
+    reference: ReferenceField = None,
 ) -> StreamingResponse:
     if len(files) > service.settings.max_queue:
         raise ApiError(
@@ -87,11 +94,12 @@ async def colorize_batch(
             "too_many_files",
             f"{len(files)} files in one batch; the limit is {service.settings.max_queue} (COLORIZER_MAX_QUEUE)",
         )
+    guidance = await read_guidance(service.colorizer, hints, reference, points_allowed=False)
     blobs = [await f.read() for f in files]
     names = unique_names([f.filename or f"image{i}" for i, f in enumerate(files)])
     # Admitted as one request, the images then share model runs; any bad one fails the whole request with its
     # name, before a byte of the zip is sent.
-    results = await service.colorizer.colorize_all(blobs)
+    results = await service.colorizer.colorize_all(blobs, guidance=guidance)
     for name, result in zip(names, results, strict=True):
         if isinstance(result, ColorizerError):
             raise result.with_prefix(f"{name}: ") from result

@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from app.auth import check_api_key
 from app.http_errors import error_responses
+from app.routes.guidance import PaletteOnlyField, ReferenceField, read_guidance
 from app.video.jobs import JobManager
 
 router = APIRouter(
@@ -29,9 +30,22 @@ async def get_jobs(request: Request) -> JobManager:
 Jobs = Annotated[JobManager, Depends(get_jobs)]
 
 
-@router.post("", status_code=202, summary="Queue a video (multipart field `file`); poll status_url until done")
-async def submit(file: Annotated[UploadFile, File(description="the video")], jobs: Jobs) -> JSONResponse:
-    state = await jobs.submit(file.file, file.filename, file.size)
+@router.post(
+    "",
+    status_code=202,
+    summary="Queue a video (multipart field `file`, optionally a palette or a reference photo); poll status_url",
+)
+async def submit(
+    file: Annotated[UploadFile, File(description="the video")],
+    jobs: Jobs,
+    hints: PaletteOnlyField = None,
+    reference: ReferenceField = None,
+) -> JSONResponse:
+    guidance = await read_guidance(jobs.service.colorizer, hints, reference, points_allowed=False)
+    jobs.service.colorizer.check_guidance(
+        guidance
+    )  # counted by guidance; hints_unsupported before the upload is stored
+    state = await jobs.submit(file.file, file.filename, file.size, guidance)
     url = f"/videos/{state.id}"
     return JSONResponse({"id": state.id, "status_url": url}, 202, {"Location": url})
 

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,7 +23,9 @@ from typing import Any, BinaryIO, TypeVar
 import numpy as np
 
 from app.batcher import Priority
+from app.cores import VIDEO_WORK_NICE, lower_thread_priority
 from app.errors import ColorizerError, overloaded
+from app.guidance import NO_GUIDANCE, Guidance, ModelHints
 from app.http_errors import ApiError
 from app.observability import request_id_var
 from app.service import Service
@@ -51,7 +52,6 @@ HEARTBEAT_S = 30.0  # a running or queued job's status.json is refreshed at leas
 STALE_S = 300.0  # an active job not refreshed for this long belongs to a replica that died
 UPLOAD_GRACE_S = 900.0  # a job directory without status.json this old is an abandoned upload
 DELETE_WAIT_S = 30.0  # a DELETE waits this long for its job to stop before answering
-VIDEO_NICE = 10  # decode/encode threads run at this nice value, below image requests (0)
 
 
 class JobCancelled(Exception):
@@ -65,6 +65,7 @@ class _Job:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = ""  # "deleted" or "shutdown", once cancelled
     task: asyncio.Task[None] | None = None
+    hints: ModelHints | None = None  # a palette's or reference's global hint, the same for every frame
 
     @property
     def active(self) -> bool:
@@ -92,7 +93,10 @@ class JobManager:
         self._slots = asyncio.Semaphore(workers)
         # Own threads, so video decode/encode never queues image requests behind it in the pipeline pool.
         self._executor = ThreadPoolExecutor(
-            max_workers=2 * workers, thread_name_prefix="video", initializer=_lower_thread_priority
+            max_workers=2 * workers,
+            thread_name_prefix="video",
+            initializer=lower_thread_priority,
+            initargs=(VIDEO_WORK_NICE,),
         )
         self._housekeeping: asyncio.Task[None] | None = None
 
@@ -117,8 +121,11 @@ class JobManager:
 
     # -- the routes' operations -----------------------------------------------------------------------
 
-    async def submit(self, source: BinaryIO, filename: str | None, size: int | None) -> JobState:
-        """Admit an upload: limits, quota, probe; then queue it. Raises ApiError with a sentence."""
+    async def submit(
+        self, source: BinaryIO, filename: str | None, size: int | None, guidance: Guidance = NO_GUIDANCE
+    ) -> JobState:
+        """Admit an upload: limits, quota, probe; then queue it, to be coloured following ``guidance`` (a palette or
+        a reference photo's colours). Raises ApiError with a sentence."""
         s = self.settings
         if self.service.draining:
             raise ApiError(503, "draining", "the server is shutting down; send the video again", {"Retry-After": "5"})
@@ -142,7 +149,7 @@ class JobManager:
                 raise
             state = JobState(job_id, "queued", frames_total=info.frames, owner=self.owner)
             await asyncio.to_thread(self.store.write, state)
-            job = _Job(state, info)
+            job = _Job(state, info, hints=self.service.colorizer.hints_for(guidance, info.width, info.height))
             self._jobs[job_id] = job
             job.task = asyncio.create_task(self._run(job), name=f"video-{job_id}")
         finally:
@@ -316,7 +323,7 @@ class JobManager:
                 chunk = await reading
                 if len(chunk):
                     reading = in_thread(read_chunk, reader, count, size, info.rotation)
-                    ab = await self._interruptible(job, self._infer(chunk, in_flight))
+                    ab = await self._interruptible(job, self._infer(chunk, in_flight, job.hints))
                 else:
                     ab = np.zeros((0, 2, 1, 1), np.float32)
                 if writing is not None:
@@ -337,13 +344,13 @@ class JobManager:
         if smoother.cuts:
             log.info("video job %s: %d scene cuts", state.id, smoother.cuts)
 
-    async def _infer(self, chunk: Chunk, in_flight: int) -> np.ndarray:
+    async def _infer(self, chunk: Chunk, in_flight: int, hints: ModelHints | None) -> np.ndarray:
         """The chunk's frames through the batcher as BULK, at most ``in_flight`` of them waiting at once."""
         gate = asyncio.Semaphore(in_flight)
 
         async def one(small: np.ndarray) -> np.ndarray:
             async with gate:
-                return await self.service.colorizer.infer(small, Priority.BULK)
+                return await self.service.colorizer.infer(small, Priority.BULK, hints)
 
         return np.stack(await asyncio.gather(*(one(small) for small in chunk.model_l)))  # (N, 2, h, w)
 
@@ -466,15 +473,6 @@ class JobManager:
             counts[job.state.status] += 1
         for status, n in counts.items():
             self.service.metrics.video_jobs.labels(status).set(n)
-
-
-def _lower_thread_priority() -> None:
-    """Video threads (and the encoder threads they start) yield the CPU to image requests: on Linux the
-    nice value is per thread and inherited by threads created from it."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), VIDEO_NICE)
-    except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
-        log.debug("could not lower the priority of a video thread", exc_info=True)
 
 
 def _suffix(filename: str | None) -> str:
