@@ -18,6 +18,8 @@ STATUS_OF_CODE = {
     "unsupported_output_format": 400,
     "too_many_pixels": 413,
     "unsupported_media_type": 415,
+    "invalid_hints": 422,
+    "hints_unsupported": 422,
     "model_failed": 500,
     "overloaded": 503,
     "not_ready": 503,

@@ -82,15 +82,18 @@ class Server:
                 self.process.wait()
 
 
-def start_server(name: str, target: str, env: dict[str, str], ready: str, timeout: float = 120) -> Server:
-    """``uvicorn <target>`` on a free loopback port, one worker, waiting until ``ready`` answers 200."""
+def start_server(
+    name: str, target: str, env: dict[str, str], ready: str, timeout: float = 120, cwd: Path = ROOT
+) -> Server:
+    """``uvicorn <target>`` on a free loopback port, one worker, waiting until ``ready`` answers 200. ``cwd``: the
+    source tree it imports (another checkout serves another version of the code)."""
     port = free_port()
     CACHE.mkdir(parents=True, exist_ok=True)
     log_path = CACHE / f"server-{name}-{port}.log"
     full_env = {**os.environ, "COLORIZER_PROVIDERS": "cpu", **env}
     cmd = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(name, f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -42,8 +42,9 @@ class Server:
         return self.process.wait(timeout)
 
 
-def launch(tmp: Path, env: dict[str, str] | None = None, ready_timeout: float = 60) -> Server:
-    """Start ``uvicorn app.main:app`` in a subprocess and wait until /readyz answers 200."""
+def launch(tmp: Path, env: dict[str, str] | None = None, ready_timeout: float = 60, cwd: Path = ROOT) -> Server:
+    """Start ``uvicorn app.main:app`` in a subprocess (serving the ``app/`` under ``cwd``) and wait until /readyz
+    answers 200."""
     port = free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {**os.environ, "COLORIZER_MODEL_PATH": str(MODEL), "COLORIZER_PROVIDERS": "cpu", **(env or {})}
@@ -60,7 +61,7 @@ def launch(tmp: Path, env: dict[str, str] | None = None, ready_timeout: float = 
         full_env.get("COLORIZER_DRAIN_TIMEOUT_S", "30"),
     ]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:

@@ -151,7 +151,7 @@ def test_health_ready_model_and_metrics(live_server: Server) -> None:
     tuning = model["tuning"]  # the effective values, per-provider defaults resolved once
     assert tuning["provider"] == "cpu"
     assert tuning["max_in_flight"] == model["batching"]["max_in_flight"]
-    assert tuning["max_queue_wait_ms"] == model["batching"]["max_queue_wait_ms"] == 1000
+    assert tuning["max_queue_wait_ms"] == model["batching"]["max_queue_wait_ms"] == 2000
     text = httpx.get(live_server.url + "/metrics").text
     assert 'colorizer_model_info{provider="CPUExecutionProvider"' in text
     for name in (

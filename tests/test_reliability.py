@@ -32,6 +32,7 @@ from starlette.types import ASGIApp
 
 from app.batcher import DynamicBatcher
 from app.config import Settings
+from app.guidance import ModelHints
 from app.http_errors import ApiError
 from app.main import create_app
 from app.metrics import Metrics
@@ -248,7 +249,7 @@ async def test_a_failed_run_is_logged_once_with_every_request_id(caplog: pytest.
     tests/test_batcher.py covers the fan-out; this covers the log line and a runner that loses an output)."""
     runs = 0
 
-    def runner(batch: np.ndarray) -> np.ndarray:
+    def runner(batch: np.ndarray, hints: list[ModelHints | None]) -> np.ndarray:
         nonlocal runs
         runs += 1
         if runs == 1:
