@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -14,8 +16,11 @@ from tqdm import tqdm
 from app.colorize import Colorizer
 from app.config import Settings
 from app.cores import available_cores
+from app.decode import decode_small_bgr
 from app.encode import check_format
 from app.errors import ColorizerError
+from app.guidance import NO_GUIDANCE, Guidance, parse_hints, reference_distribution
+from app.image_header import checked_header
 from app.metrics import Metrics
 from app.runtime import ModelRuntime
 from app.tuning import Tuning
@@ -35,12 +40,47 @@ def main(argv: list[str] | None = None) -> int:
     col.add_argument("-o", "--output", type=Path, required=True, help="folder for the results")
     col.add_argument("--format", default="png", help="png, jpeg or webp for images (videos are MP4)")
     col.add_argument("--batch-size", type=int, default=4, help="images per model run")
+    col.add_argument("--hints", type=Path, help="a JSON file of colour hints, as the API's `hints` field takes")
+    col.add_argument("--reference", type=Path, help="an image whose colours guide every photo and film")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     settings = Settings()
     if args.command == "serve":
         return serve_http(settings, args.host or settings.host, args.port or settings.port)
-    return colorize_paths(settings, args.paths, args.output, check_format(args.format), args.batch_size)
+    try:
+        guidance = read_guidance(args.hints, args.reference)
+    except (OSError, ColorizerError) as exc:
+        log.error("%s", exc)
+        return 2
+    return colorize_paths(settings, args.paths, args.output, check_format(args.format), args.batch_size, guidance)
+
+
+@dataclass(frozen=True)
+class GuidanceFiles:
+    """What --hints and --reference said, parsed; the reference is turned into colours once the model is known."""
+
+    hints: Guidance = NO_GUIDANCE
+    reference: bytes | None = None
+
+
+def read_guidance(hints_path: Path | None, reference_path: Path | None) -> GuidanceFiles:
+    """The --hints JSON, checked as the API checks it (a bad file fails before any work), and the reference bytes."""
+    hints = parse_hints(hints_path.read_text()) if hints_path else NO_GUIDANCE
+    return GuidanceFiles(hints, reference_path.read_bytes() if reference_path else None)
+
+
+def guidance_for(runtime: ModelRuntime, files: GuidanceFiles, max_pixels: int) -> Guidance:
+    """The hints plus the reference photo's colours over the model's bins; hints_unsupported on a model without
+    hint inputs."""
+    if not files.hints and files.reference is None:
+        return NO_GUIDANCE
+    if runtime.ab_bins is None:
+        raise ColorizerError("hints_unsupported", f"the model {runtime.info.version} takes no colour hints")
+    if files.reference is None:
+        return files.hints
+    header = checked_header(files.reference, max_pixels)
+    colours = reference_distribution(decode_small_bgr(files.reference, header), runtime.ab_bins)
+    return dataclasses.replace(files.hints, reference=colours)
 
 
 def serve_http(settings: Settings, host: str, port: int) -> int:
@@ -66,19 +106,34 @@ def find_inputs(paths: list[Path], suffixes: tuple[str, ...]) -> Iterator[tuple[
             log.error("%s does not exist", root)
 
 
-def colorize_paths(settings: Settings, paths: list[Path], out_dir: Path, fmt: str, batch_size: int) -> int:
+def colorize_paths(
+    settings: Settings,
+    paths: list[Path],
+    out_dir: Path,
+    fmt: str,
+    batch_size: int,
+    files: GuidanceFiles = GuidanceFiles(),  # noqa: B008  # frozen, so one shared default is safe
+) -> int:
     """The service's own path (app/colorize.py: admission, batcher, the same decode, join and encode settings),
     run offline: images wait for their turn instead of being refused, at most a few in memory at once."""
     from app.video.offline import VIDEO_SUFFIXES, colorize_video_file
 
     cores = available_cores()
     runtime = ModelRuntime.from_settings(settings, cores)
+    try:
+        guidance = guidance_for(runtime, files, settings.max_pixels)
+    except ColorizerError as exc:
+        log.error("%s", exc.detail)
+        return 2
     inputs = list(find_inputs(paths, IMAGE_SUFFIXES + VIDEO_SUFFIXES))
     images = [(f, rel) for f, rel in inputs if f.suffix.lower() in IMAGE_SUFFIXES]
     videos = [(f, rel) for f, rel in inputs if f.suffix.lower() in VIDEO_SUFFIXES]
+    if videos and guidance.points:
+        log.error("hint points apply to photos; a film takes a palette or --reference, applied to every frame")
+        return 2
     tuning = Tuning.resolve(settings.model_copy(update={"max_batch_size": batch_size}), runtime.kind, cores)
     failures = asyncio.run(
-        colorize_images(Colorizer(runtime, tuning, Metrics(), settings.max_pixels), images, out_dir, fmt)
+        colorize_images(Colorizer(runtime, tuning, Metrics(), settings.max_pixels), images, out_dir, fmt, guidance)
     )
     for src, rel in videos:
         with tqdm(total=0, unit="frame", desc=src.name) as bar:
@@ -96,6 +151,7 @@ def colorize_paths(settings: Settings, paths: list[Path], out_dir: Path, fmt: st
                     progress,
                     smoothing=settings.video_smoothing,
                     scene_cut=settings.video_scene_cut,
+                    guidance=guidance,
                 )
             except Exception as exc:  # a broken film must not stop the rest of the list
                 failures += 1
@@ -103,7 +159,9 @@ def colorize_paths(settings: Settings, paths: list[Path], out_dir: Path, fmt: st
     return 1 if failures else 0
 
 
-async def colorize_images(colorizer: Colorizer, images: list[tuple[Path, Path]], out_dir: Path, fmt: str) -> int:
+async def colorize_images(
+    colorizer: Colorizer, images: list[tuple[Path, Path]], out_dir: Path, fmt: str, guidance: Guidance = NO_GUIDANCE
+) -> int:
     """Every image through ``colorizer``; returns how many failed (each reported with its sentence)."""
     await colorizer.start()
     reading = asyncio.Semaphore(2 * colorizer.tuning.max_in_flight)  # files read ahead of their turn
@@ -116,7 +174,7 @@ async def colorize_images(colorizer: Colorizer, images: list[tuple[Path, Path]],
             async with reading:
                 data = await asyncio.to_thread(src.read_bytes)
                 try:
-                    encoded = await colorizer.colorize(data, fmt, shed=False)
+                    encoded = await colorizer.colorize(data, fmt, shed=False, guidance=guidance)
                 except ColorizerError as exc:
                     failures += 1
                     log.error("%s: %s", src, exc.detail)

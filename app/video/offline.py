@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from app.guidance import NO_GUIDANCE, Guidance
 from app.runtime import ModelRuntime
 from app.video.media import VIDEO_SUFFIXES, VideoReader, VideoWriter, probe
 from app.video.process import chunk_frames, read_chunk, write_chunk
@@ -24,6 +25,7 @@ def colorize_video_file(
     *,
     smoothing: float = DEFAULT_SMOOTHING,
     scene_cut: float = DEFAULT_SCENE_CUT,
+    guidance: Guidance = NO_GUIDANCE,
 ) -> None:
     """Colourise ``src`` into the MP4 ``dst`` a chunk at a time (bounded memory); ``progress(done, total)``
     after each chunk. Raises app.video.media.MediaError with a sentence for files it cannot read. ``dst`` is
@@ -32,6 +34,8 @@ def colorize_video_file(
     size = runtime.info.input_size
     count = chunk_frames(info.width, info.height)
     smoother = TemporalSmoother(smoothing, scene_cut)
+    bins = runtime.ab_bins
+    hints = guidance.for_image(info.width, info.height, size, bins) if guidance and bins is not None else None
     dst.parent.mkdir(parents=True, exist_ok=True)
     partial = dst.with_name(f".{dst.name}.partial")
     done = 0
@@ -40,7 +44,7 @@ def colorize_video_file(
         try:
             while True:
                 chunk = read_chunk(reader, count, size, info.rotation)
-                ab = runtime.run(chunk.model_l) if len(chunk) else chunk.model_l[:, :0]  # (N, 2, h, w)
+                ab = runtime.run(chunk.model_l, [hints] * len(chunk)) if len(chunk) else chunk.model_l[:, :0]
                 write_chunk(writer, chunk, ab, smoother, info.rotation)
                 done += len(chunk)
                 if progress is not None and len(chunk):
