@@ -23,7 +23,11 @@ from train.model import ColorizerNet, ModelArgs
 HINT_INPUTS = ("hint_ab", "hint_mask", "global_hint")
 
 log = logging.getLogger(__name__)
-DEFAULT_TRAINED_ON = "Debian/PyPI photo set of shared/data/TRAINING_DATA.md (see models/README.md)"
+DEFAULT_TRAINED_ON = (
+    "real photos from Debian 12 packages (mate-backgrounds, plasma-workspace-wallpapers, gcompris-qt-data, "
+    "tuxpaint-stamps-default, jigzo-data, palapeli-data, opencv-doc, blender-data) and PyPI wheels (matplotlib, "
+    "mahotas), fetched by python -m train.fetch_data; sources, files and licences in models/README.md"
+)
 
 
 def load_model(checkpoint: str, annealed_t: float = 0.0) -> tuple[ColorizerNet, dict]:
