@@ -179,7 +179,12 @@
   // ---------------------------------------------------------------- cards
 
   function addFiles(fileList) {
-    const files = Array.from(fileList || []);
+    let files = Array.from(fileList || []);
+    const films = window.Colorizer.films; // video.js: a film becomes a video job, not a photo
+    if (films) {
+      for (const file of files.filter(films.isFilm)) films.add(file);
+      files = files.filter((file) => !films.isFilm(file));
+    }
     if (!files.length) return;
     const first = items.length;
     for (const file of files) {
@@ -608,6 +613,8 @@
     announce,
     detailOf,
     retryAfterFrom,
+    formatBytes,
+    stemOf,
     openSettings: () => {
       ui.settings.open = true;
     },
@@ -615,6 +622,7 @@
     modelInputSize: () => modelInputSize,
     maxAutoRetries: MAX_AUTO_RETRIES,
     editor: null,
+    films: null,
   };
 
   loadModelInfo();
