@@ -180,3 +180,14 @@ def save(name: str, payload: dict[str, Any]) -> Path:
 def load(name: str) -> dict[str, Any] | None:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def model_feeds(session: Any, lightness: np.ndarray) -> dict[str, np.ndarray]:
+    """Inputs for one run of any Colorizer model: L, plus zeros (automatic colour) for a guided model's hint inputs,
+    as the service feeds them when a request has no hints."""
+    feeds = {"L": lightness}
+    n, _, h, w = lightness.shape
+    for i in session.get_inputs()[1:]:
+        shape = (n, 2 if i.name == "hint_ab" else 1, h, w) if len(i.shape) == 4 else (n, i.shape[1])
+        feeds[i.name] = np.zeros(shape, np.float32)
+    return feeds

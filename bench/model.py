@@ -21,7 +21,18 @@ import onnx
 import onnxruntime as ort
 
 from app.pipeline import prepare
-from bench.common import INT8_MODEL, MODEL, ROOT, cpu_ghz, photo_jpeg, repeat, save, stats, validation_photos
+from bench.common import (
+    INT8_MODEL,
+    MODEL,
+    ROOT,
+    cpu_ghz,
+    model_feeds,
+    photo_jpeg,
+    repeat,
+    save,
+    stats,
+    validation_photos,
+)
 from bench.quantize import model_size, service_lightness
 
 CPU = ["CPUExecutionProvider"]
@@ -62,7 +73,7 @@ def conv_macs(path: Path) -> dict[str, Any]:
         model.graph.output.add(name=node.output[0])
     sess = ort.InferenceSession(model.SerializeToString(), providers=CPU)
     size = model_size(path)
-    outputs = sess.run([n.output[0] for n in convs], {"L": np.full((1, 1, size, size), 50, np.float32)})
+    outputs = sess.run([n.output[0] for n in convs], model_feeds(sess, np.full((1, 1, size, size), 50, np.float32)))
     layers = []
     for node, out in zip(convs, outputs, strict=True):
         cout, cin_per_group, kh, kw = weights[node.input[1]]
@@ -103,8 +114,9 @@ def sweep(
             x = np.ascontiguousarray(np.resize(data, (batch, *data.shape[1:])))  # (N, 1, S, S)
             for name, sess in sessions.items():
                 for _ in range(2):  # warm-up: arenas, kernel choice
-                    sess.run(None, {"L": x})
-                times = repeat(lambda s=sess, x=x: s.run(None, {"L": x}), min_time, min_runs=5)
+                    sess.run(None, model_feeds(sess, x))
+                feeds = model_feeds(sess, x)
+                times = repeat(lambda s=sess, f=feeds: s.run(None, f), min_time, min_runs=5)
                 row = {"model": name, "threads": n_threads, "batch": batch, **stats(times)}
                 row["images_per_s"] = batch * len(times) / sum(times)
                 rows.append(row)
@@ -150,8 +162,9 @@ def op_profile(models: dict[str, Path | bytes], data: np.ndarray, batch: int = 4
             opts.enable_profiling = True
             opts.profile_file_prefix = str(Path(tmp) / name)
             sess = ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts, providers=CPU)
+            feeds = model_feeds(sess, x)
             for _ in range(runs):
-                sess.run(None, {"L": x})
+                sess.run(None, feeds)
             events = json.loads(Path(sess.end_profiling()).read_text())
             by_op: dict[str, float] = {}
             for e in events:
@@ -182,7 +195,10 @@ def fp16_check(fp32: Path, data: np.ndarray, photos: list[Path]) -> dict[str, An
     the Resize and normalisation nodes survive, and run it on the CPU for correctness. Speed on CPU means
     nothing (x86 has no fast fp16 math): GPU numbers are not measured in this task."""
     model = onnx.load(str(fp32))
-    half = to_fp16(model)
+    try:
+        half = to_fp16(model)
+    except ImportError as exc:  # a bench-only package (pip install onnxconverter-common); the rest still runs
+        return {"skipped": f"fp16 conversion needs onnxconverter-common ({exc})"}
     ops = [n.op_type for n in half.graph.node]
     inferred = onnx.shape_inference.infer_shapes(half)
     dtypes = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.input]}
@@ -205,8 +221,8 @@ def fp16_check(fp32: Path, data: np.ndarray, photos: list[Path]) -> dict[str, An
     try:
         sess16 = session(half.SerializeToString(), 2)
         sess32 = session(fp32, 2)
-        (ab16,) = sess16.run(None, {"L": data[:4]})
-        (ab32,) = sess32.run(None, {"L": data[:4]})
+        (ab16,) = sess16.run(None, model_feeds(sess16, data[:4]))
+        (ab32,) = sess32.run(None, model_feeds(sess32, data[:4]))
         result["max_abs_diff_ab"] = float(np.abs(ab16.astype(np.float32) - ab32).max())
         result["mean_abs_diff_ab"] = float(np.abs(ab16.astype(np.float32) - ab32).mean())
         result["output_dtype"] = str(ab16.dtype)
@@ -216,8 +232,8 @@ def fp16_check(fp32: Path, data: np.ndarray, photos: list[Path]) -> dict[str, An
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "fp16.onnx"
                 onnx.save(half, str(path))
-                m16, _, _, _ = evaluate(str(path), [str(p) for p in photos])
-                m32, _, _, _ = evaluate(str(fp32), [str(p) for p in photos])
+                m16 = evaluate(str(path), [str(p) for p in photos]).modes["automatic"]
+                m32 = evaluate(str(fp32), [str(p) for p in photos]).modes["automatic"]
             result["psnr_fp32"], result["psnr_fp16"] = m32.psnr, m16.psnr
     except Exception as exc:  # an ORT build without fp16 CPU kernels: say so instead of failing the benchmark
         result["cpu_run_error"] = f"{type(exc).__name__}: {exc}"[:300]
@@ -228,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="ONNX Runtime throughput of the model: fp32 vs int8, batches, threads.")
     p.add_argument("--model", type=Path, default=MODEL)
     p.add_argument("--int8", type=Path, default=INT8_MODEL, help="made by python -m bench.quantize")
+    p.add_argument("--baseline", type=Path, help="another model (e.g. the previous release) measured side by side")
     p.add_argument("--batches", default="1,2,4,8,16")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--min_time", type=float, default=1.5, help="seconds per setting and model")
@@ -237,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.quick:
         a.batches, a.threads, a.min_time = "1,4", "2", 0.2
     models: dict[str, Path | bytes] = {"fp32": a.model}
+    if a.baseline:
+        models["baseline"] = a.baseline
     if a.int8.exists():
         models["int8"] = a.int8
     else:
@@ -248,6 +267,11 @@ def main(argv: list[str] | None = None) -> None:
     peak = peak_gflops(cores)
     batches, threads = [int(b) for b in a.batches.split(",")], [int(t) for t in a.threads.split(",")]
     rows = sweep(models, batches, threads, a.min_time, data)
+    for row in rows:
+        print(
+            f"{row['model']:>9} threads={row['threads']} batch={row['batch']:>2}: {row['images_per_s']:7.1f} img/s, "
+            f"p50 {row['p50_ms']:7.2f} ms/batch"
+        )
     if CHECKPOINT.is_file():
         rows += torch_eager(CHECKPOINT, batches, threads, a.min_time, data)
     for row in rows:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -26,7 +27,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from app.pipeline import prepare
-from bench.common import INT8_MODEL, MODEL, save, validation_photos
+from bench.common import INT8_MODEL, MODEL, model_feeds, save, validation_photos
 
 # The last conv gives bin logits that are divided by the annealed-mean temperature (0.7) before the softmax,
 # so its rounding error is amplified 1.4×; it is ~6% of the MACs. Kept fp32 unless --quantize_head.
@@ -54,12 +55,13 @@ def service_lightness(path: Path, size: int) -> np.ndarray:
 class PhotoReader(CalibrationDataReader):  # type: ignore[misc]
     """Feeds the calibrator one photo's L at a time."""
 
-    def __init__(self, photos: list[Path], size: int) -> None:
+    def __init__(self, photos: list[Path], size: int, model: Path) -> None:
         self._items: Iterator[np.ndarray] = (service_lightness(p, size) for p in photos)
+        self._session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])  # for its input specs
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         item = next(self._items, None)
-        return None if item is None else {"L": item}
+        return None if item is None else model_feeds(self._session, item)  # a guided model: zero hints
 
 
 def quantize(
@@ -95,7 +97,7 @@ def quantize(
         quantize_static(
             str(pre),
             str(out),
-            PhotoReader(photos, size),
+            PhotoReader(photos, size, fp32),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["Conv", "Gemm"],
             per_channel=per_channel,
@@ -124,8 +126,13 @@ def quality(fp32: Path, int8: Path, photos: list[Path]) -> dict[str, dict[str, f
     from train.evaluate import evaluate  # train/ is a bench-time dependency only
 
     files = [str(p) for p in photos]
-    model32, gray, truth, _ = evaluate(str(fp32), files)
-    model8, _, _, _ = evaluate(str(int8), files)
+    report32, report8 = evaluate(str(fp32), files).modes, evaluate(str(int8), files).modes
+    model32, gray, truth, model8 = (
+        report32["automatic"],
+        report32["gray baseline"],
+        report32["ground truth"],
+        report8["automatic"],
+    )
     return {
         "fp32": {"psnr": model32.psnr, "colourfulness": model32.colourfulness},
         "int8": {"psnr": model8.psnr, "colourfulness": model8.colourfulness},
