@@ -56,6 +56,7 @@ class Place:
     def __init__(self, gate: Admission, pixels: int) -> None:
         self._gate, self.pixels = gate, pixels
         self.state = _State.WAITING
+        self.arrived = gate.clock()
         self.started = 0.0
         self.turn: asyncio.Future[None] | None = None
 
@@ -124,8 +125,21 @@ class Admission:
         if not self._waiting and len(self._running) < self.concurrency:
             return 0.0
         now = self.clock()
-        ahead = sum(self.service_estimate(p.pixels) for p in self._waiting)
-        ahead += sum(max(0.0, self.service_estimate(p.pixels) - (now - p.started)) for p in self._running)
+        # The EWMA learns only from images that have finished, so it lags when the machine slows down. An image in
+        # flight for longer than its class's estimate counts at once as if it finished now: the estimate becomes
+        # what the EWMA would say then (not its whole age, so a momentary stall does not refuse a full line).
+        floor = [0.0] * len(SIZE_CLASSES)
+        for p in self._running:
+            k, age = size_class(p.pixels), now - p.started
+            usual = self.service_estimate(p.pixels)
+            if age > usual:
+                floor[k] = max(floor[k], usual + EWMA_WEIGHT * (age - usual))
+
+        def service(pixels: int) -> float:
+            return max(self.service_estimate(pixels), floor[size_class(pixels)])
+
+        ahead = sum(service(p.pixels) for p in self._waiting)
+        ahead += sum(max(0.0, service(p.pixels) - (now - p.started)) for p in self._running)
         return ahead / self.concurrency
 
     def service_estimate(self, pixels: int) -> float:
@@ -186,6 +200,8 @@ class Admission:
                 break
             self._waiting.popleft()
             head.state, head.started = _State.RUNNING, self.clock()
+            if self._metrics is not None:  # the wait that happened, beside the estimate made at arrival
+                self._metrics.admission_wait.observe(head.started - head.arrived)
             self._running.add(head)
             self.active_pixels += head.pixels
             if head.turn is not None and not head.turn.done():

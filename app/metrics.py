@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series only double the exposition; dashboards never use them
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, 10.0, 30.0)  # fine about the 2 s budget
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
@@ -47,6 +48,12 @@ class Metrics:
         self.queue_wait_budget = Gauge(
             "colorizer_queue_wait_budget_seconds",
             "Longest estimated wait admitted (COLORIZER_MAX_QUEUE_WAIT_MS).",
+            registry=r,
+        )
+        self.admission_wait = Histogram(
+            "colorizer_admission_wait_seconds",
+            "Time admitted images waited in line for their turn (to set against the estimate).",
+            buckets=WAIT_BUCKETS,
             registry=r,
         )
         self.service_estimate = Gauge(

@@ -56,12 +56,14 @@ class Tuning:
         else:
             # A CPU does no more work per image in a batch, so a CPU batch takes what is queued and never waits
             # (a 2 ms wait cost up to 17% of the throughput, bench/load.py --sweep). One run per group of ORT
-            # threads, so every core has a run to work on. Two images per core in flight keep the model runs and
-            # the decode/encode threads all busy (one image per core left a core idle while another decoded);
-            # more only lengthens each image's time without adding throughput. Video: one frame at the model, so
-            # an image never waits behind a run of four frames (about half a second).
+            # threads, so every core has a run to work on. One image in flight per core (the rest wait in the
+            # admission line): on 2 busy cores 2, 4, 8 and 16 in flight served the same closed-loop throughput
+            # within noise, and under 4x open-loop overload 2 in flight accepted 21.5 images/s with /healthz p99
+            # 26 ms where 4 accepted 14.7/s with 771 ms: every extra worker thread queues the event loop for the
+            # GIL (docs/PERFORMANCE.md, docs/RELIABILITY.md). Video: one frame at the model, so an image never
+            # waits behind a run of four frames (about half a second).
             batch, delay, runs = 4, 0.0, max(1, cores // threads)
-            in_flight_default = max(4, 2 * cores)
+            in_flight_default = max(2, cores)
             video = 1
         return cls(
             provider=provider,

@@ -267,6 +267,34 @@ async def open_loop(url: str, item: Item, rate: float, seconds: float) -> dict[s
     }
 
 
+HISTOGRAMS = {
+    "admission_wait": "colorizer_admission_wait_seconds",
+    "accepted": 'colorizer_request_duration_seconds{route="/colorize",status="200"',
+}
+
+
+def server_histograms(url: str) -> dict[str, dict[str, float]]:
+    """Cumulative bucket counts (by upper bound) of the server's admission-wait and accepted-request histograms; a
+    version of the service without one gives an empty dict for it."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    out: dict[str, dict[str, float]] = {}
+    for key, name in HISTOGRAMS.items():
+        family, _, labels = name.partition("{")
+        pattern = rf'^{re.escape(family)}_bucket\{{{re.escape(labels + "," if labels else "")}le="([^"]+)"\}} (\S+)$'
+        out[key] = {le: float(v) for le, v in re.findall(pattern, text, re.M)}
+    return out
+
+
+def histogram_delta(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """What the server observed during the loaded phase: per histogram, the count and the share within each bound."""
+    out: dict[str, Any] = {}
+    for key, buckets in after.items():
+        counts = {le: n - before.get(key, {}).get(le, 0.0) for le, n in buckets.items()}
+        total = counts.get("+Inf", 0.0)
+        out[key] = {"n": total, "share_within_s": {le: n / total for le, n in counts.items() if total and le != "+Inf"}}
+    return out
+
+
 async def overload(
     url: str, pid: int, item: Item, concurrency: int, seconds: float, factor: float, capacity: float = 0.0
 ) -> dict[str, Any]:
@@ -278,7 +306,9 @@ async def overload(
     if not capacity:
         _, capacity = await closed_loop(url, item, concurrency, seconds / 2)
     before = proc(pid)
+    waits_before = server_histograms(url)
     loaded = await open_loop(url, item, factor * capacity, seconds)
+    loaded["server_side"] = histogram_delta(waits_before, server_histograms(url))
     after = await settle(url, pid, 2.0)
     unloaded = stats(unloaded_latencies)
     return {

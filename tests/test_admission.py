@@ -124,6 +124,19 @@ async def test_the_estimate_recovers_as_the_line_drains_and_admission_resumes() 
     place.abandon()
 
 
+async def test_the_estimate_rises_at_once_when_images_in_flight_overrun_it() -> None:
+    clock = Clock()
+    admission = gate(clock, concurrency=2, budget_s=1000)
+    await teach(admission, clock, SMALL, 0.1)
+    held = await turns(admission.admit([SMALL] * 2) + admission.admit([SMALL] * 4))
+    assert admission.estimate() == pytest.approx((2 * 0.1 + 4 * 0.1) / 2)
+    clock.advance(0.5)  # the two in flight have taken five times their estimate and are not done
+    # As if one had finished now: the EWMA would be 0.1 + 0.2 × (0.5 - 0.1) = 0.18 s, for each image in line and
+    # for what is left of those in flight (0.18 - 0.5 < 0: none).
+    assert admission.estimate() == pytest.approx(4 * 0.18 / 2)
+    await stop(held)
+
+
 async def test_service_time_is_learnt_per_size_class() -> None:
     clock = Clock()
     admission = gate(clock)

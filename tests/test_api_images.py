@@ -146,8 +146,8 @@ def test_health_ready_model_and_metrics(live_server: Server) -> None:
     assert model["input_size"] > 0
     assert model["providers"] == ["CPUExecutionProvider"]
     assert len(model["sha256"]) == 64
-    # Issue 16: in flight is what runs at once (two per core on a CPU), with the admission queue in front of it.
-    assert model["batching"]["max_in_flight"] == max(4, 2 * available_cores())
+    # Issue 16: in flight is what runs at once (one per core on a CPU), with the admission line in front of it.
+    assert model["batching"]["max_in_flight"] == max(2, available_cores())
     tuning = model["tuning"]  # the effective values, per-provider defaults resolved once
     assert tuning["provider"] == "cpu"
     assert tuning["max_in_flight"] == model["batching"]["max_in_flight"]

@@ -14,11 +14,11 @@ def test_cpu_defaults_follow_the_cores() -> None:
     t = Tuning.resolve(Settings(), "cpu", 2)
     assert (t.intra_op_threads, t.model_concurrency) == (1, 2)  # two 1-thread runs on two cores
     assert (t.max_batch_size, t.max_batch_delay_ms) == (4, 0.0)
-    assert t.max_in_flight == 4
+    assert t.max_in_flight == 2  # one per core
     assert t.pipeline_threads == 3
     assert t.video_in_flight == 1
     big = Tuning.resolve(Settings(), "cpu", 16)
-    assert (big.intra_op_threads, big.model_concurrency, big.max_in_flight) == (8, 2, 32)
+    assert (big.intra_op_threads, big.model_concurrency, big.max_in_flight) == (8, 2, 16)
 
 
 def test_cuda_defaults() -> None:
