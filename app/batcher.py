@@ -56,8 +56,7 @@ class DynamicBatcher:
         self._queues: dict[Priority, deque[_Item]] = {p: deque() for p in Priority}
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        # One thread per concurrent run: ONNX Runtime sessions take concurrent run() calls, and on a CPU two runs
-        # with one thread each did 1.4x the images of one run with two threads (docs/PERFORMANCE.md).
+        # One thread per concurrent run: ONNX Runtime sessions take concurrent run() calls (how many: app/tuning.py).
         self.concurrent_runs = concurrent_runs
         self._executor = ThreadPoolExecutor(
             max_workers=concurrent_runs,
