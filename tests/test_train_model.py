@@ -103,6 +103,21 @@ def test_calibration_fit_recovers_an_affine_map_and_is_baked_into_the_model() ->
     np.testing.assert_allclose(baked.numpy(), apply(values, raw.numpy()), atol=1e-4)
 
 
+def test_calibration_corrects_automatic_colour_but_leaves_a_guided_image_alone() -> None:
+    model = make("combined", hints=True, skips=True).eval()
+    lightness = torch.rand(2, 1, 64, 64) * 100
+    hint_ab, mask, ghint = some_hints(2)
+    mask[1], hint_ab[1], ghint[1] = 0, 0, 0  # image 0 guided, image 1 automatic
+    with torch.no_grad():
+        raw = model(lightness, hint_ab, mask, ghint)
+        model.set_calibration([0.5, 0.0, 0.0, 0.5, 3.0, -3.0])
+        out = model(lightness, hint_ab, mask, ghint)
+    assert isinstance(raw, torch.Tensor)
+    assert isinstance(out, torch.Tensor)
+    torch.testing.assert_close(out[0], raw[0])  # the user's colours are not bent by the automatic calibration
+    np.testing.assert_allclose(out[1:].numpy(), apply([0.5, 0.0, 0.0, 0.5, 3.0, -3.0], raw[1:].numpy()), atol=1e-4)
+
+
 def test_soft_encoding_and_rebalancing() -> None:
     ab = torch.tensor([[[[3.0, 7.0]], [[-22.0, 41.0]]]])  # (1, 2, 1, 2): pixels (3, -22) and (7, 41)
     targets, nearest = soft_encode(ab, CENTRES, neighbours=5, sigma=5.0)

@@ -59,7 +59,8 @@ class _Inference(torch.nn.Module):
         hint_mask: torch.Tensor | None = None,
         global_hint: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.model.decode(self.model.heads(lightness, hint_ab, hint_mask, global_hint, logits=False))
+        out = self.model.heads(lightness, hint_ab, hint_mask, global_hint, logits=False)
+        return self.model.decode(out, self.model.guided(hint_mask, global_hint))
 
 
 def input_names(args: ModelArgs) -> list[str]:

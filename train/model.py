@@ -178,8 +178,12 @@ class ColorizerNet(nn.Module):
             self.regression(y) if hasattr(self, "regression") else None,
         )
 
-    def decode(self, out: HeadOutput) -> torch.Tensor:
-        """Head output -> calibrated ab in Lab units (N, 2, S/2, S/2)."""
+    def decode(self, out: HeadOutput, guided: torch.Tensor | None = None) -> torch.Tensor:
+        """Head output -> ab in Lab units (N, 2, S/2, S/2), calibrated for automatic colour.
+
+        ``guided`` (N,) is 1 for an image with any hint, else 0. The calibration corrects the automatic mode's
+        cast and saturation; an image the user gave colours to keeps the network's own answer, which training
+        taught to reproduce them (a global map fitted on automatic output would bend the user's colours)."""
         if out.ab_norm is not None:
             ab = out.ab_norm * AB_NORM
         else:
@@ -191,7 +195,18 @@ class ColorizerNet(nn.Module):
             ab = (probs @ centres).permute(0, 3, 1, 2)  # (N, 2, h, w)
         if self.args.calibration == IDENTITY_CALIBRATION:
             return ab
-        return F.conv2d(ab, self.calib_weight, self.calib_bias)  # type: ignore[arg-type]  # ab ← M·ab + t
+        calibrated = F.conv2d(ab, self.calib_weight, self.calib_bias)  # type: ignore[arg-type]  # ab ← M·ab + t
+        if guided is None:
+            return calibrated
+        g = guided.view(-1, 1, 1, 1)
+        return g * ab + (1 - g) * calibrated
+
+    @staticmethod
+    def guided(hint_mask: torch.Tensor | None, global_hint: torch.Tensor | None) -> torch.Tensor | None:
+        """(N,) 1 where an image has a local or a global hint, else 0; None without hint inputs."""
+        if hint_mask is None or global_hint is None:
+            return None
+        return torch.clamp(hint_mask.amax(dim=(1, 2, 3)) + global_hint[:, -1], max=1.0)
 
     def forward(
         self,
@@ -204,4 +219,4 @@ class ColorizerNet(nn.Module):
         """L (N, 1, S, S) in [0, 100] (+ hints) -> ab (N, 2, S/2, S/2) in Lab units; ``features_only`` gives the
         raw head outputs (so training goes through ``forward`` and DDP syncs its gradients)."""
         out = self.heads(lightness, hint_ab, hint_mask, global_hint, logits=features_only)
-        return out if features_only else self.decode(out)
+        return out if features_only else self.decode(out, self.guided(hint_mask, global_hint))
