@@ -86,7 +86,9 @@ def test_calibration_fit_recovers_an_affine_map_and_is_baked_into_the_model() ->
     pred = rng.normal(0, 20, (4, 2, 8, 8))
     values = [0.8, 0.1, -0.2, 1.2, -3.0, 5.0]
     truth = apply(values, pred)
-    np.testing.assert_allclose(fit(pred, truth), values, atol=1e-6)
+    np.testing.assert_allclose(fit(pred, truth, offset=True), values, atol=1e-6)
+    through_origin = fit(pred, apply([0.8, 0.1, -0.2, 1.2, 0, 0], pred))  # the default keeps gray gray
+    np.testing.assert_allclose(through_origin, [0.8, 0.1, -0.2, 1.2, 0, 0], atol=1e-6)
     # pure noise: the fit shrinks towards gray and never does worse than a = b = 0
     noise = rng.normal(0, 20, pred.shape)
     fitted = apply(fit(pred, noise), pred)

@@ -1,9 +1,12 @@
-"""Fit the global ab calibration, ab ← M·ab + t (a 2×2 matrix and an offset), on the calibration split.
+"""Fit the global ab calibration, ab ← M·ab (+ t), on the calibration split, and bake it into the graph.
 
-A regression model trained on few photos tends to a colour cast (the warm, yellow-green wash of model 1.0) and
-to a saturation that is off. A least-squares affine map of the predicted ab onto the truth's, over the pixels of
-photos the model neither trained on nor is evaluated on, removes both; the fitted map is baked into the graph.
-The family contains M = 0, t = 0 (gray), so on the split it is fitted on it never does worse than gray in ab.
+A regression model trained on few photos predicts a saturation that is off, and mixes a and b. A least-squares map
+of the predicted ab onto the truth's, over the pixels of photos the model neither trained on nor is evaluated on,
+corrects both. The family contains M = 0 (gray), so on the split it is fitted on it never does worse than gray in ab.
+
+By default the map goes through the origin (t = 0): it keeps gray gray, so neutral surfaces stay neutral. An
+offset fitted on the 30 calibration photos learnt their average colour, not a cast of the model (at step 1000 it
+was t = (0.3, 7.5): a yellow wash on every photo), so it is opt-in (``offset=True``) and the card reports both.
 """
 
 from __future__ import annotations
@@ -36,13 +39,13 @@ def predict_ab(model: ColorizerNet, lightness: torch.Tensor, batch: int = 32) ->
     )
 
 
-def fit(pred: np.ndarray, truth: np.ndarray) -> list[float]:
-    """Least squares [a b 1]·W ≈ [a_t b_t] over all pixels; pred and truth are (N, 2, h, w)."""
+def fit(pred: np.ndarray, truth: np.ndarray, offset: bool = False) -> list[float]:
+    """Least squares [a b (1)]·W ≈ [a_t b_t] over all pixels; pred and truth are (N, 2, h, w)."""
     x = pred.transpose(0, 2, 3, 1).reshape(-1, 2).astype(np.float64)
     y = truth.transpose(0, 2, 3, 1).reshape(-1, 2).astype(np.float64)
-    design = np.hstack([x, np.ones((len(x), 1))])  # (P, 3)
-    w, *_ = np.linalg.lstsq(design, y, rcond=None)  # (3, 2)
-    m, t = w[:2].T, w[2]
+    design = np.hstack([x, np.ones((len(x), 1))]) if offset else x  # (P, 3) or (P, 2)
+    w, *_ = np.linalg.lstsq(design, y, rcond=None)  # (3, 2) or (2, 2)
+    m, t = w[:2].T, (w[2] if offset else np.zeros(2))
     return [float(v) for v in (*m.reshape(-1), *t)]
 
 
@@ -56,7 +59,7 @@ def rmse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean((a - b) ** 2)))
 
 
-def calibrate(model: ColorizerNet, data_dir: str, cfg: dict, cache_dir: str = "") -> Calibration:
+def calibrate(model: ColorizerNet, data_dir: str, cfg: dict, cache_dir: str = "", offset: bool = False) -> Calibration:
     """Fit on the run's calibration split (cfg is the checkpoint's training config) and bake it into ``model``."""
     _, _, calib_files = split_images(data_dir, cfg["val_fraction"], cfg["calib_fraction"])
     if not calib_files:
@@ -67,7 +70,7 @@ def calibrate(model: ColorizerNet, data_dir: str, cfg: dict, cache_dir: str = ""
     model.set_calibration(IDENTITY_CALIBRATION)
     pred = predict_ab(model, lightness).numpy()
     target = truth.numpy()
-    values = fit(pred, target)
+    values = fit(pred, target, offset)
     model.set_calibration(values)
     return Calibration(
         values, len(images), rmse(pred, target), rmse(apply(values, pred), target), rmse(np.zeros_like(target), target)

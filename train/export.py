@@ -156,13 +156,16 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="fit the ab calibration (2×2 + offset) on the run's calibration split and bake it in",
     )
+    p.add_argument("--calibration_offset", action="store_true", help="--calibrate also fits an ab offset t")
     p.add_argument("--data_dir", default="", help="photos for --calibrate; default: the checkpoint's data_dir")
     p.add_argument("--cache_dir", default="", help="decoded-photo cache for --calibrate; default: the run's")
     p.add_argument("--max_diff", type=float, default=0.05, help="fail when ORT and PyTorch differ by more (ab)")
     a = p.parse_args(argv)
     model, ckpt = load_model(a.checkpoint, a.annealed_t)
     if a.calibrate:
-        cal = calibrate(model, a.data_dir or ckpt["config"]["data_dir"], ckpt["config"], a.cache_dir)
+        cal = calibrate(
+            model, a.data_dir or ckpt["config"]["data_dir"], ckpt["config"], a.cache_dir, a.calibration_offset
+        )
         log.info(
             "calibration on %d photos: ab RMSE %.2f -> %.2f (gray %.2f); M·ab + t = %s",
             cal.photos,
