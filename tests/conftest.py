@@ -17,6 +17,8 @@ import httpx
 import numpy as np
 import pytest
 
+pytest_plugins = ["tests.browser"]  # the `browser` fixture of the browser tests
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "colorizer.onnx"
 

@@ -30,13 +30,11 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Request, Route, expect
 
 from tests.conftest import MODEL, ROOT, Server, launch
 from tests.hint_model import export_small_model
 from tests.test_web_page import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     PNG_SIGNATURE,
     RESULT_TIMEOUT_MS,
     SCREENSHOTS,
@@ -127,16 +125,6 @@ class Session:
     def last(self) -> Sent:
         assert self.sent, "the page sent no POST /colorize"
         return self.sent[-1]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: the browser tests drive Debian's Chromium (apt-get install -y chromium).")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def takes_hints(model: Path) -> bool:

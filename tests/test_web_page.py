@@ -19,21 +19,12 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Request, Route, expect
+
+from tests.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: F401  # re-exported for the other browser tests
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 RESULT_TIMEOUT_MS = 180_000  # a CPU-only model on a busy CI machine can be slow; nothing here asserts speed
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -116,19 +107,6 @@ def photos(tmp_path: Path) -> Photos:
     out.bogus.write_text("These are notes about a photograph, not a photograph.\n")
     out.sizes = {"sky.jpg": sky.shape[:2], "street.png": street.shape[:2]}
     return out
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: the browser tests drive Debian's Chromium. "
-            "Install it with `apt-get install -y chromium` (Playwright's own browser download is not used)."
-        )
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @dataclass

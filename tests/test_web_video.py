@@ -19,13 +19,13 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, FilePayload, Locator, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, FilePayload, Locator, Page, Route, expect
 
 from tests.conftest import MODEL, Server, launch
 from tests.hint_model import export_small_model
 from tests.test_video import write_clip
 from tests.test_web_editor import Sent, parse_form, takes_hints
-from tests.test_web_page import CHROMIUM, CHROMIUM_ARGS, RESULT_TIMEOUT_MS, SCREENSHOTS
+from tests.test_web_page import RESULT_TIMEOUT_MS, SCREENSHOTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -52,16 +52,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = launch(tmp, {"COLORIZER_MODEL_PATH": str(model), "COLORIZER_VIDEO_DIR": str(tmp / "videos")})
     yield server
     server.terminate()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: the browser tests drive Debian's Chromium (apt-get install -y chromium).")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @dataclass
