@@ -29,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.guidance import Guidance, reference_distribution  # noqa: E402
 from app.pipeline import prepare_array  # noqa: E402
 from app.runtime import ModelRuntime  # noqa: E402
 from app.video.offline import colorize_video_file  # noqa: E402
@@ -40,6 +41,7 @@ from app.video.temporal import (  # noqa: E402
     TemporalSmoother,
     mean_l_change,
 )
+from bench.common import PHOTOS  # noqa: E402
 
 DOC = ROOT / "docs" / "VIDEO.md"
 PLOT = ROOT / "docs" / "flicker.png"
@@ -145,8 +147,39 @@ def flicker_bench(runtime: ModelRuntime) -> tuple[list[Row], str, dict[str, floa
     changes = [mean_l_change(chunk.model_l[i - 1], chunk.model_l[i]) for i in range(1, len(frames))]
     within = max(c for i, c in enumerate(changes, 1) if i != SHOT)
     cuts = {"within": within, "cut": changes[SHOT - 1]}
+    rows += reference_rows(runtime, chunk)
     encoded = encoded_flicker(runtime, frames)
     return rows, encoded, cuts
+
+
+def reference_photo() -> np.ndarray:
+    """A colour photo to guide the clip (a sunny meadow, from the training photos), or a made-up one without them."""
+    path = PHOTOS / "mate-backgrounds/usr/share/backgrounds/mate/nature/GreenMeadow.jpg"
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.exists() else None
+    if img is None:
+        img = np.zeros((64, 64, 3), np.uint8)
+        img[:32], img[32:] = (220, 160, 90), (60, 150, 70)  # sky over grass
+    return img
+
+
+def reference_rows(runtime: ModelRuntime, chunk: Chunk) -> list[Row]:
+    """The same clip guided by a reference photo's colours (a global hint on every frame, as a video job with
+    `reference` does): does a film-wide palette steady the colour across frames and shots?"""
+    if runtime.ab_bins is None:
+        return []
+    size, n = runtime.info.input_size, len(chunk.model_l)
+    guidance = Guidance(reference=reference_distribution(reference_photo(), runtime.ab_bins))
+    hints = guidance.for_image(size, size, size, runtime.ab_bins)
+    ab = np.concatenate(
+        [runtime.run(chunk.model_l[i : i + 16], [hints] * len(chunk.model_l[i : i + 16])) for i in range(0, n, 16)]
+    )
+    raw = [lab(f) for f in colour_frames(chunk, ab, TemporalSmoother(0.0), rotation=0)]
+    return [
+        run_config("off, with a reference photo", 0.0, DEFAULT_SCENE_CUT, chunk, ab, raw),
+        run_config(
+            f"EMA {DEFAULT_SMOOTHING}, with a reference photo", DEFAULT_SMOOTHING, DEFAULT_SCENE_CUT, chunk, ab, raw
+        ),
+    ]
 
 
 def encoded_flicker(runtime: ModelRuntime, frames: list[np.ndarray]) -> str:
