@@ -16,10 +16,9 @@ from tqdm import tqdm
 from app.colorize import Colorizer
 from app.config import Settings
 from app.cores import available_cores
-from app.decode import decode_small_bgr
 from app.encode import check_format
 from app.errors import ColorizerError
-from app.guidance import NO_GUIDANCE, Guidance, parse_hints, reference_distribution
+from app.guidance import NO_GUIDANCE, Guidance, hints_unsupported, parse_hints, reference_colours
 from app.image_header import checked_header
 from app.metrics import Metrics
 from app.runtime import ModelRuntime
@@ -75,11 +74,10 @@ def guidance_for(runtime: ModelRuntime, files: GuidanceFiles, max_pixels: int) -
     if not files.hints and files.reference is None:
         return NO_GUIDANCE
     if runtime.ab_bins is None:
-        raise ColorizerError("hints_unsupported", f"the model {runtime.info.version} takes no colour hints")
+        raise hints_unsupported(runtime.info.version)
     if files.reference is None:
         return files.hints
-    header = checked_header(files.reference, max_pixels)
-    colours = reference_distribution(decode_small_bgr(files.reference, header), runtime.ab_bins)
+    colours = reference_colours(files.reference, checked_header(files.reference, max_pixels), runtime.ab_bins)
     return dataclasses.replace(files.hints, reference=colours)
 
 

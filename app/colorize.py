@@ -21,9 +21,8 @@ import numpy as np
 from app.admission import Admission, Place
 from app.batcher import DynamicBatcher, Priority
 from app.cores import IMAGE_WORK_NICE, lower_thread_priority
-from app.decode import decode_small_bgr
 from app.errors import ColorizerError
-from app.guidance import NO_GUIDANCE, Guidance, ModelHints, reference_distribution
+from app.guidance import NO_GUIDANCE, Guidance, ModelHints, hints_unsupported, reference_colours
 from app.image_header import Header, checked_header
 from app.metrics import Metrics
 from app.observability import request_id_var
@@ -137,14 +136,7 @@ class Colorizer:
         """Counts the request by its guidance, and refuses hints a model without hint inputs cannot follow."""
         self.metrics.guided_requests.labels(guidance.kind).inc()
         if guidance and not self.runtime.takes_hints:
-            raise self._hints_unsupported()
-
-    def _hints_unsupported(self) -> ColorizerError:
-        return ColorizerError(
-            "hints_unsupported",
-            f"the loaded model ({self.runtime.info.version}) takes no colour hints; send the image without "
-            "hints or reference, or serve a model exported with hint inputs",
-        )
+            raise hints_unsupported(self.runtime.info.version)
 
     def hints_for(self, guidance: Guidance, width: int, height: int) -> ModelHints | None:
         """The model's hint inputs for one image of width × height, or None for automatic colour."""
@@ -157,14 +149,13 @@ class Colorizer:
         and admission as any image (a reference is an upload like any other), decoded small."""
         bins = self.runtime.ab_bins
         if bins is None:
-            raise self._hints_unsupported()
+            raise hints_unsupported(self.runtime.info.version)
         header = checked_header(data, self.max_pixels)
         async with asyncio.timeout(self.tuning.request_timeout_s):
             (place,) = self.admission.admit([header.pixels], self._deadline())
             try:
                 async with place:
-                    small = await self._in_thread(decode_small_bgr, data, header)
-                    return reference_distribution(small, bins)
+                    return await self._in_thread(reference_colours, data, header, bins)  # off the event loop
             finally:
                 place.abandon()
 

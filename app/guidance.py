@@ -16,7 +16,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from app.decode import decode_small_bgr
 from app.errors import ColorizerError
+from app.image_header import Header
 
 MAX_POINTS = 256  # far more than a person places by hand; bounds the work a request can ask for
 MAX_PALETTE = 32
@@ -28,6 +30,14 @@ KINDS = ("none", "points", "global", "both")  # the label requests are counted b
 
 def invalid(detail: str) -> ColorizerError:
     return ColorizerError("invalid_hints", detail)
+
+
+def hints_unsupported(model_version: str) -> ColorizerError:
+    return ColorizerError(
+        "hints_unsupported",
+        f"the loaded model ({model_version}) takes no colour hints; send the image without hints or reference, "
+        "or serve a model exported with hint inputs",
+    )
 
 
 def colour_ab(text: str) -> tuple[float, float]:
@@ -123,13 +133,14 @@ def nearest_bin(ab: np.ndarray, bins: np.ndarray) -> np.ndarray:
     return index
 
 
+def reference_colours(data: bytes, header: Header, bins: np.ndarray) -> np.ndarray:
+    """A reference photo's bytes (header already checked) -> its ab distribution over the bins (Q,)."""
+    return reference_distribution(decode_small_bgr(data, header, REFERENCE_SIZE), bins)
+
+
 def reference_distribution(bgr: np.ndarray, bins: np.ndarray) -> np.ndarray:
     """A decoded reference photo (uint8 BGR) -> its ab distribution over the bins (Q,), at a small size."""
-    small = (
-        bgr
-        if bgr.shape[:2] == (REFERENCE_SIZE, REFERENCE_SIZE)
-        else cv2.resize(bgr, (REFERENCE_SIZE, REFERENCE_SIZE), interpolation=cv2.INTER_AREA)
-    )
+    small = cv2.resize(bgr, (REFERENCE_SIZE, REFERENCE_SIZE), interpolation=cv2.INTER_AREA)
     lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
     counts = np.bincount(nearest_bin(lab[:, :, 1:].reshape(-1, 2), bins), minlength=len(bins)).astype(np.float32)
     dist: np.ndarray = counts / counts.sum()

@@ -88,9 +88,10 @@ class ModelRuntime:
             )
         if CUDA in wanted and CUDA not in active:
             log.warning("CUDA was requested but ONNX Runtime fell back to %s; check the driver and cuDNN", active)
-        self.info = self._describe(path, active)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        hint_kinds, self.ab_bins = self._hint_spec(path, meta)  # ab_bins: (Q, 2) for a guided model, else None
+        self.info = self._describe(path, active, meta, hint_kinds)
         self.input_name = self.session.get_inputs()[0].name
-        self.ab_bins = self._ab_bins(path)  # (Q, 2) for a guided model, else None
         log.info(
             "model %s (%s, %d px) loaded on %s", self.info.version, self.info.architecture, self.info.input_size, active
         )
@@ -105,8 +106,7 @@ class ModelRuntime:
         """The kind of device the model runs on, which picks the defaults in app/tuning.py."""
         return "cuda" if self.info.provider == CUDA else "cpu"
 
-    def _describe(self, path: Path, active: list[str]) -> ModelInfo:
-        meta = self.session.get_modelmeta().custom_metadata_map
+    def _describe(self, path: Path, active: list[str], meta: dict[str, str], hint_kinds: list[str]) -> ModelInfo:
         if "colorizer.input_size" not in meta:
             raise ModelLoadError(f"{path} lacks metadata colorizer.input_size; export it with python -m train.export")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -118,33 +118,28 @@ class ModelRuntime:
             architecture=meta.get("colorizer.architecture", "unknown"),
             trained_on=meta.get("colorizer.trained_on", "unknown"),
             providers=active,
-            hints=self._hint_kinds(path, meta),
+            hints=hint_kinds,
         )
 
-    def _hint_kinds(self, path: Path, meta: dict[str, str]) -> list[str]:
-        names = {i.name for i in self.session.get_inputs()}
-        given = [n for n in HINT_INPUTS if n in names]
+    def _hint_spec(self, path: Path, meta: dict[str, str]) -> tuple[list[str], np.ndarray | None]:
+        """The hint kinds a guided model takes and its bin centres; ([], None) for an automatic-only model."""
+        shapes = {i.name: i.shape for i in self.session.get_inputs()}
+        given = [n for n in HINT_INPUTS if n in shapes]
         if not given:
-            return []
+            return [], None
         if len(given) < len(HINT_INPUTS):
             raise ModelLoadError(f"{path} has hint inputs {given} but not all of {list(HINT_INPUTS)}; re-export it")
         if "colorizer.ab_bins" not in meta:
             raise ModelLoadError(f"{path} takes hints but lacks metadata colorizer.ab_bins; re-export it")
-        return meta.get("colorizer.hints", "local,global").split(",")
-
-    def _ab_bins(self, path: Path) -> np.ndarray | None:
-        if not self.info.hints:
-            return None
-        meta = self.session.get_modelmeta().custom_metadata_map
         bins = np.asarray(json.loads(meta["colorizer.ab_bins"]), np.float32)
-        width = {i.name: i.shape for i in self.session.get_inputs()}["global_hint"][1]
+        width = shapes["global_hint"][1]
         if bins.ndim != 2 or bins.shape[1] != 2 or (isinstance(width, int) and width != len(bins) + 1):
             raise ModelLoadError(f"{path}: colorizer.ab_bins {bins.shape} does not match global_hint width {width}")
-        return bins
+        return meta.get("colorizer.hints", "local,global").split(","), bins
 
     @property
     def takes_hints(self) -> bool:
-        return bool(self.info.hints)
+        return self.ab_bins is not None
 
     def run(self, lightness: np.ndarray, hints: Sequence[ModelHints | None] = ()) -> np.ndarray:
         """L (N, 1, S, S) float32 in [0, 100] -> ab (N, 2, h, w) float32 in Lab units. A guided model gets each

@@ -19,20 +19,21 @@ from tests.hint_model import export_small_model
 POINTS = {"points": [{"x": 100, "y": 150, "color": "#c03020", "radius": 12}, {"x": 250, "y": 40, "color": "#2a5caa"}]}
 
 
-@pytest.fixture(scope="module")
-def guided(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("guided")
-    server = launch(tmp, {"COLORIZER_MODEL_PATH": str(export_small_model(tmp / "hints.onnx", hints=True))})
+def serve_small_model(tmp_path_factory: pytest.TempPathFactory, hints: bool) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("guided" if hints else "automatic")
+    server = launch(tmp, {"COLORIZER_MODEL_PATH": str(export_small_model(tmp / "model.onnx", hints=hints))})
     yield server
     server.terminate()
+
+
+@pytest.fixture(scope="module")
+def guided(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from serve_small_model(tmp_path_factory, hints=True)
 
 
 @pytest.fixture(scope="module")
 def automatic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("automatic")
-    server = launch(tmp, {"COLORIZER_MODEL_PATH": str(export_small_model(tmp / "auto.onnx", hints=False))})
-    yield server
-    server.terminate()
+    yield from serve_small_model(tmp_path_factory, hints=False)
 
 
 def post(

@@ -34,9 +34,7 @@ class Calibration:
 def predict_ab(model: ColorizerNet, lightness: torch.Tensor, batch: int = 32) -> torch.Tensor:
     """The model's automatic ab (no hints) before any calibration: (N, 2, S/2, S/2)."""
     model.eval()
-    return torch.cat(
-        [model.decode(model.heads(lightness[i : i + batch], logits=False)) for i in range(0, len(lightness), batch)]
-    )
+    return torch.cat([model(lightness[i : i + batch]) for i in range(0, len(lightness), batch)])
 
 
 def fit(pred: np.ndarray, truth: np.ndarray, offset: bool = False) -> list[float]:

@@ -30,6 +30,11 @@ HINT_COUNTS = (1, 2, 5, 10, 20)
 SEED = 2017
 
 
+def hint_mode(count: int) -> str:
+    """The report's name for scores with ``count`` local hints: "1 hint", "10 hints"."""
+    return f"{count} hint{'s' if count > 1 else ''}"
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else float(20 * np.log10(255.0 / np.sqrt(mse)))
@@ -163,7 +168,7 @@ def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> Report:
         for n in HINT_COUNTS:
             hint_ab, mask = place_hints(ab, n, np.random.default_rng([SEED, i, n]))
             pred = model(truth, Hints(hint_ab, mask, model.no_hints().global_hint))
-            score(f"{n} hint{'s' if n > 1 else ''}", pred, truth)
+            score(hint_mode(n), pred, truth)
             if n == 10 and len(hint_rows) < grid_rows:
                 hint_rows.append([gray, auto, mark_hints(pred, mask), truth])
         blank = model.no_hints()
@@ -205,8 +210,8 @@ def hint_plot(reports: dict[str, Report], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, r in reports.items():
-        counts = [0, *[n for n in HINT_COUNTS if f"{n} hint{'s' if n > 1 else ''}" in r.modes]]
-        ys = [r.modes["automatic"].psnr] + [r.modes[f"{n} hint{'s' if n > 1 else ''}"].psnr for n in counts[1:]]
+        counts = [0, *[n for n in HINT_COUNTS if hint_mode(n) in r.modes]]
+        ys = [r.modes["automatic"].psnr] + [r.modes[hint_mode(n)].psnr for n in counts[1:]]
         ax.plot(counts, ys, marker="o", label=name)
     gray = next(iter(reports.values())).modes["gray baseline"].psnr
     ax.axhline(gray, linestyle="--", color="gray", label="gray baseline")

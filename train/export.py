@@ -59,8 +59,9 @@ class _Inference(torch.nn.Module):
         hint_mask: torch.Tensor | None = None,
         global_hint: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        out = self.model.heads(lightness, hint_ab, hint_mask, global_hint, logits=False)
-        return self.model.decode(out, self.model.guided(hint_mask, global_hint))
+        ab = self.model(lightness, hint_ab, hint_mask, global_hint)
+        assert isinstance(ab, torch.Tensor)  # not features_only: decoded ab
+        return ab
 
 
 def input_names(args: ModelArgs) -> list[str]:
