@@ -130,6 +130,17 @@ class Colorizer:
         other request's images."""
         return await self.batcher.submit(small_l, request_id_var.get(), priority, hints)
 
+    async def infer_frames(self, frames: np.ndarray, in_flight: int, hints: ModelHints | None = None) -> np.ndarray:
+        """A video chunk's (N, 1, S, S) frames -> (N, 2, h, w) ab, through the batcher as BULK work, at most
+        ``in_flight`` of them waiting at once, so image requests overtake them."""
+        gate = asyncio.Semaphore(in_flight)
+
+        async def one(small: np.ndarray) -> np.ndarray:
+            async with gate:
+                return await self.infer(small, Priority.BULK, hints)
+
+        return np.stack(await asyncio.gather(*(one(small) for small in frames)))
+
     # -- guidance ----------------------------------------------------------------------------------------------
 
     def check_guidance(self, guidance: Guidance) -> None:

@@ -22,7 +22,6 @@ from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
-from app.batcher import Priority
 from app.cores import VIDEO_WORK_NICE, lower_thread_priority
 from app.errors import ColorizerError, overloaded
 from app.guidance import NO_GUIDANCE, Guidance, ModelHints
@@ -39,7 +38,7 @@ from app.video.media import (
     VideoWriter,
     probe,
 )
-from app.video.process import Chunk, chunk_frames, read_chunk, write_chunk
+from app.video.process import chunk_frames, read_chunk, write_chunk
 from app.video.store import STATUSES, JobState, JobStore, QuotaExceeded
 from app.video.temporal import TemporalSmoother
 
@@ -323,7 +322,8 @@ class JobManager:
                 chunk = await reading
                 if len(chunk):
                     reading = in_thread(read_chunk, reader, count, size, info.rotation)
-                    ab = await self._interruptible(job, self._infer(chunk, in_flight, job.hints))
+                    frames = self.service.colorizer.infer_frames(chunk.model_l, in_flight, job.hints)
+                    ab = await self._interruptible(job, frames)
                 else:
                     ab = np.zeros((0, 2, 1, 1), np.float32)
                 if writing is not None:
@@ -343,16 +343,6 @@ class JobManager:
             await self._io(reader.close)
         if smoother.cuts:
             log.info("video job %s: %d scene cuts", state.id, smoother.cuts)
-
-    async def _infer(self, chunk: Chunk, in_flight: int, hints: ModelHints | None) -> np.ndarray:
-        """The chunk's frames through the batcher as BULK, at most ``in_flight`` of them waiting at once."""
-        gate = asyncio.Semaphore(in_flight)
-
-        async def one(small: np.ndarray) -> np.ndarray:
-            async with gate:
-                return await self.service.colorizer.infer(small, Priority.BULK, hints)
-
-        return np.stack(await asyncio.gather(*(one(small) for small in chunk.model_l)))  # (N, 2, h, w)
 
     async def _advance(self, job: _Job, frames: int) -> None:
         state = job.state
