@@ -132,14 +132,20 @@ class Colorizer:
 
     async def infer_frames(self, frames: np.ndarray, in_flight: int, hints: ModelHints | None = None) -> np.ndarray:
         """A video chunk's (N, 1, S, S) frames -> (N, 2, h, w) ab, through the batcher as BULK work, at most
-        ``in_flight`` of them waiting at once, so image requests overtake them."""
+        ``in_flight`` of them waiting at once. The chunk takes its place in the admission line first, behind every
+        image, so image requests overtake video frames at the gate as well as in the batcher."""
         gate = asyncio.Semaphore(in_flight)
 
         async def one(small: np.ndarray) -> np.ndarray:
             async with gate:
                 return await self.infer(small, Priority.BULK, hints)
 
-        return np.stack(await asyncio.gather(*(one(small) for small in frames)))
+        place = self.admission.admit_bulk(len(frames))  # behind every image in line, never refused
+        try:
+            async with place:
+                return np.stack(await asyncio.gather(*(one(small) for small in frames)))
+        finally:
+            place.abandon()  # a no-op once the place was entered and left
 
     # -- guidance ----------------------------------------------------------------------------------------------
 

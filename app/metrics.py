@@ -43,13 +43,22 @@ class Metrics:
             "colorizer_active_pixels", "Full-resolution pixels in flight (COLORIZER_MAX_ACTIVE_PIXELS).", registry=r
         )
         self.queue_wait_estimate = Gauge(
-            "colorizer_queue_wait_estimate_seconds", "Estimated wait a request arriving now would face.", registry=r
+            "colorizer_queue_wait_estimate_seconds",
+            "Estimated wait a request arriving now would face (the estimate × the margin; admitted within the budget).",
+            registry=r,
         )
         self.queue_wait_budget = Gauge(
             "colorizer_queue_wait_budget_seconds",
             "Longest estimated wait admitted (COLORIZER_MAX_QUEUE_WAIT_MS).",
             registry=r,
         )
+        self.queue_wait_margin = Gauge(
+            "colorizer_queue_wait_margin",
+            "Factor the wait estimate is multiplied by before it meets the budget: the 99th percentile of real wait "
+            "over estimate, for recently admitted images (1 until learnt).",
+            registry=r,
+        )
+        self.queue_wait_margin.set(1.0)
         self.admission_wait = Histogram(
             "colorizer_admission_wait_seconds",
             "Time admitted images waited in line for their turn (to set against the estimate).",

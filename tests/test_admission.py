@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from app.admission import SIZE_CLASSES, Admission, Place
+from app.admission import MARGIN_MAX, SIZE_CLASSES, Admission, Place
 from app.errors import ColorizerError
 from app.metrics import Metrics
 
@@ -232,6 +232,105 @@ async def test_gauges_follow_the_gate() -> None:
     assert metrics.in_flight._value.get() == 1
     assert metrics.waiting._value.get() == 1
     assert metrics.queue_wait_budget._value.get() == 0.5
-    assert metrics.queue_wait_estimate._value.get() == pytest.approx(admission.estimate())
+    assert metrics.queue_wait_estimate._value.get() == pytest.approx(admission.expected_wait())
     await stop(held)
     assert metrics.in_flight._value.get() == 0
+
+
+async def test_the_margin_learns_how_far_real_waits_overrun_the_estimate_and_sheds_earlier() -> None:
+    clock = Clock()
+    admission = gate(clock, concurrency=1, budget_s=1.0)
+    await teach(admission, clock, SMALL, 0.2)
+    assert admission.margin == 1.0
+    first, second = admission.admit([SMALL], shed=False) + admission.admit([SMALL], shed=False)
+    assert second.estimated == pytest.approx(0.2)  # what is left of the image in flight, over one place
+    async with first:
+        clock.advance(0.4)  # the machine slowed down: the second image waits twice its estimate
+    async with second:
+        pass
+    assert admission.margin == pytest.approx(2.0)
+    # Fill the line until the plain estimate is within the budget but twice it is not: refused, and the sentence and
+    # the Retry-After carry the corrected wait.
+    held = await turns(admission.admit([SMALL]))
+    while admission.estimate() <= 0.5:
+        held += await turns(admission.admit([SMALL]))
+    estimate = admission.estimate()
+    assert 0.5 < estimate <= admission.budget_s
+    with pytest.raises(ColorizerError) as refused:
+        admission.admit([SMALL])
+    assert f"about {2 * estimate:.1f} s" in refused.value.detail
+    assert refused.value.retry_after_s == math.ceil(2 * estimate)
+    await stop(held)
+
+
+async def test_the_margin_ignores_short_waits_and_is_bounded() -> None:
+    clock = Clock()
+    admission = gate(clock, concurrency=1, budget_s=10.0)
+    await teach(admission, clock, SMALL, 0.2)
+    first, second = admission.admit([SMALL], shed=False) + admission.admit([SMALL], shed=False)
+    async with first:
+        clock.advance(5.0)  # a stall: 25 × the 0.2 s estimate, but 0.2 s is under a tenth of the 10 s budget
+    async with second:
+        pass
+    assert admission.margin == 1.0
+    admission = gate(clock, concurrency=1, budget_s=1.0)
+    await teach(admission, clock, SMALL, 0.2)
+    first, second = admission.admit([SMALL], shed=False) + admission.admit([SMALL], shed=False)
+    async with first:
+        clock.advance(5.0)
+    async with second:
+        pass
+    assert admission.margin == MARGIN_MAX
+
+
+async def test_video_chunks_wait_behind_images_and_leave_one_place_free() -> None:
+    clock = Clock()
+    admission = gate(clock, concurrency=2, budget_s=1000)
+    held = await turns(admission.admit([SMALL]) + admission.admit([SMALL]))  # both places taken by images
+    chunk_a, chunk_b = admission.admit_bulk(16), admission.admit_bulk(16)
+    chunks = await turns([chunk_a, chunk_b])
+    image = admission.admit([SMALL])[0]
+    images = await turns([image])
+    assert (admission.running, admission.waiting, admission.bulk_waiting) == (2, 1, 2)
+    await stop(held[:1])  # a place frees: the image that came after the chunks goes first
+    assert image.in_flight
+    assert not chunk_a.in_flight
+    await stop(held[1:])  # the next place goes to a chunk; the other chunk waits, keeping a place for images
+    assert chunk_a.in_flight
+    assert not chunk_b.in_flight
+    assert (admission.running, admission.bulk_waiting) == (2, 1)
+    await stop(images)
+    assert (admission.running, admission.bulk_waiting) == (1, 1)  # one chunk at a time on two places
+    await stop(chunks)
+    assert (admission.running, admission.waiting, admission.bulk_waiting, admission.active_pixels) == (0, 0, 0, 0)
+
+
+async def test_a_video_chunk_is_never_refused_and_goes_next_once_it_has_waited_past_the_budget() -> None:
+    clock = Clock()
+    admission = gate(clock, concurrency=1, budget_s=0.5)
+    await teach(admission, clock, SMALL, 0.2)
+    held = await turns(admission.admit([SMALL]) + admission.admit([SMALL]))
+    chunk = admission.admit_bulk(8)  # never refused, even with the line past the budget
+    chunks = await turns([chunk])
+    clock.advance(0.6)  # the chunk has now waited longer than the budget
+    late = admission.admit([SMALL], shed=False)[0]
+    lates = await turns([late])
+    await stop(held[:1])
+    assert chunk.in_flight  # ahead of the images still in line: a film moves under a stream of images
+    await stop(chunks)
+    await stop(held[1:] + lates)
+    assert (admission.running, admission.waiting, admission.bulk_waiting) == (0, 0, 0)
+
+
+async def test_the_estimate_counts_video_chunks_in_flight_but_not_those_in_line() -> None:
+    clock = Clock()
+    admission = gate(clock, concurrency=1, budget_s=1000)
+    async with admission.admit_bulk(10):
+        clock.advance(0.5)  # measured: 0.05 s per frame
+    assert admission.frame_estimate() == pytest.approx(0.05)
+    running = admission.admit_bulk(10)
+    chunks = await turns([running, admission.admit_bulk(10)])
+    assert admission.estimate() == pytest.approx(10 * 0.05)  # the one in flight; the one in line is overtaken
+    clock.advance(0.1)
+    assert admission.estimate() == pytest.approx(10 * 0.05 - 0.1)
+    await stop(chunks)
