@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     service = Service(settings)
     video_jobs = JobManager(service)
     service.background.append(video_jobs.stop)
+    watch_at_scrape(service, video_jobs)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,6 +65,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(RequestContextMiddleware, metrics=service.metrics)
     return app
+
+
+def watch_at_scrape(service: Service, video_jobs: JobManager) -> None:
+    """Gauges read when /metrics is scraped, for the alerts in deploy/prometheus/rules (the store walk is small)."""
+    m = service.metrics
+    m.ready.set_function(lambda: float(service.ready and not service.draining))
+    m.in_flight_limit.set_function(lambda: service.tuning.max_in_flight if service.tuning else 0)
+    m.waiting_limit.set_function(lambda: service.tuning.max_queue if service.tuning else 0)
+    m.video_store_used.set_function(video_jobs.store.usage)
+    m.video_store_quota.set(service.settings.video_quota_bytes)
 
 
 def install_error_handlers(app: FastAPI, service: Service) -> None:

@@ -83,6 +83,18 @@ class Metrics:
             "colorizer_model_info", "The loaded model (value 1).", ["version", "provider"], registry=r
         )
         self.video_jobs = Gauge("colorizer_video_jobs", "Video jobs by status.", ["status"], registry=r)
+        # Read at scrape time (Gauge.set_function, wired in app/main.py), for the alerts in deploy/prometheus/rules.
+        self.ready = Gauge("colorizer_ready", "1 while /readyz answers 200 (model warm, not draining).", registry=r)
+        self.in_flight_limit = Gauge(
+            "colorizer_images_in_flight_limit", "COLORIZER_MAX_IN_FLIGHT as resolved (0 until ready).", registry=r
+        )
+        self.waiting_limit = Gauge(
+            "colorizer_images_waiting_limit", "COLORIZER_MAX_QUEUE as resolved (0 until ready).", registry=r
+        )
+        self.video_store_used = Gauge(
+            "colorizer_video_store_used_bytes", "Bytes under COLORIZER_VIDEO_DIR (uploads and results).", registry=r
+        )
+        self.video_store_quota = Gauge("colorizer_video_store_quota_bytes", "COLORIZER_VIDEO_QUOTA_BYTES.", registry=r)
         self.video_frames = Counter("colorizer_video_frames", "Video frames colourised.", registry=r)
         for stage in ("decode", "preprocess", "queue", "inference", "postprocess", "encode"):
             self.stage_duration.labels(stage)  # export every stage series from the start
