@@ -94,3 +94,25 @@ async def test_offline_work_waits_instead_of_being_refused(build: Build) -> None
         answers = await asyncio.gather(*(colorizer.colorize(gray_png(60, 80), shed=False) for _ in range(6)))
         assert len(answers) == 6
         assert outcomes(colorizer)["ok"] == 6
+
+
+async def test_image_requests_overtake_video_frames_at_the_gate(build: Build) -> None:
+    # One place: a video chunk holds it; another chunk is in line before an image arrives. When the place frees,
+    # the image goes first, though it came last; the chunk waits for it (the budget is long, so the chunk never
+    # waits long enough to go ahead of images).
+    async with build(max_in_flight=1, max_queue_wait_ms=600_000) as colorizer:
+        size = colorizer.input_size
+        frames = np.full((32, 1, size, size), 50.0, np.float32)
+        finished: list[str] = []
+
+        async def run(name: str, work: Any) -> None:
+            await work
+            finished.append(name)
+
+        first = asyncio.create_task(run("chunk 1", colorizer.infer_frames(frames, 4)))
+        second = asyncio.create_task(run("chunk 2", colorizer.infer_frames(frames, 4)))
+        image = asyncio.create_task(run("image", colorizer.colorize(gray_png(256, 256))))
+        await asyncio.sleep(0)  # each task has taken its place in line (admission happens before any await)
+        assert (colorizer.admission.running, colorizer.admission.waiting, colorizer.admission.bulk_waiting) == (1, 1, 1)
+        await asyncio.gather(first, second, image)
+        assert finished == ["chunk 1", "image", "chunk 2"]
