@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import math
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     col = sub.add_parser("colorize", help="colourise files or folders offline, without HTTP")
     col.add_argument("paths", nargs="+", type=Path, help="images, videos or folders (searched recursively)")
     col.add_argument("-o", "--output", type=Path, required=True, help="folder for the results")
-    col.add_argument("--format", default="png", help="png, jpeg or webp for images (videos are MP4)")
+    col.add_argument("--format", default="png", help="png, jpeg or webp for images (videos: see --video-output)")
+    col.add_argument(
+        "--video-output",
+        choices=("mp4", "ffv1"),
+        default="mp4",
+        help="mp4: H.264 for browsers (default); ffv1: lossless FFV1 in Matroska (.mkv) for archives",
+    )
     col.add_argument("--batch-size", type=int, default=4, help="images per model run")
     col.add_argument("--hints", type=Path, help="a JSON file of colour hints, as the API's `hints` field takes")
     col.add_argument("--reference", type=Path, help="an image whose colours guide every photo and film")
@@ -51,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ColorizerError) as exc:
         log.error("%s", exc)
         return 2
-    return colorize_paths(settings, args.paths, args.output, check_format(args.format), args.batch_size, guidance)
+    fmt = check_format(args.format)
+    return colorize_paths(settings, args.paths, args.output, fmt, args.batch_size, guidance, args.video_output)
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,9 @@ def serve_http(settings: Settings, host: str, port: int) -> int:
     from app.observability import configure_logging
 
     configure_logging()
-    uvicorn.run("app.main:app", host=host, port=port, timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
+    # uvicorn takes whole seconds; rounding down would turn a drain timeout under 1 s into none at all (0 = wait).
+    drain = math.ceil(settings.drain_timeout_s) or None
+    uvicorn.run("app.main:app", host=host, port=port, timeout_graceful_shutdown=drain)
     return 0
 
 
@@ -111,9 +121,11 @@ def colorize_paths(
     fmt: str,
     batch_size: int,
     files: GuidanceFiles = GuidanceFiles(),  # noqa: B008  # frozen, so one shared default is safe
+    video_output: str = "mp4",
 ) -> int:
     """The service's own path (app/colorize.py: admission, batcher, the same decode, join and encode settings),
     run offline: images wait for their turn instead of being refused, at most a few in memory at once."""
+    from app.video.media import OUTPUTS
     from app.video.offline import VIDEO_SUFFIXES, colorize_video_file
 
     cores = available_cores()
@@ -142,18 +154,23 @@ def colorize_paths(
                 bar.refresh()
 
             try:
-                colorize_video_file(
+                warnings = colorize_video_file(
                     runtime,
                     src,
-                    out_dir / rel.with_suffix(".mp4"),
+                    out_dir / rel.with_suffix(OUTPUTS[video_output].suffix),
                     progress,
                     smoothing=settings.video_smoothing,
                     scene_cut=settings.video_scene_cut,
                     guidance=guidance,
+                    output=video_output,
+                    max_lost=settings.video_max_lost_frames,
                 )
             except Exception as exc:  # a broken film must not stop the rest of the list
                 failures += 1
                 log.error("%s: %s", src, exc)
+            else:
+                for warning in warnings:  # done, but not everything came through: say what
+                    log.warning("%s: %s", src, warning)
     return 1 if failures else 0
 
 

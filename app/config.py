@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     )
     video_workers: int = Field(1, ge=1, description="video jobs decoding/encoding at once per replica")
     video_in_flight: int = Field(0, ge=0, description="frames a job keeps at the model; 0 = per provider")
+    video_max_lost_frames: float = Field(
+        0.1, ge=0, le=1, description="share of a video's frames that may fail to decode (filled) before the job fails"
+    )
     host: str = Field("127.0.0.1", description="address for `colorizer serve`")
     port: int = Field(8000, ge=1, le=65535, description="port for `colorizer serve`")
 

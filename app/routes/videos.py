@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 
 from app.auth import check_api_key
-from app.http_errors import error_responses
+from app.http_errors import ApiError, error_responses
 from app.routes.guidance import PaletteOnlyField, ReferenceField, read_guidance
 from app.video.jobs import JobManager
+from app.video.media import DEFAULT_OUTPUT, OUTPUTS
 
 router = APIRouter(
     prefix="/videos",
@@ -40,12 +41,17 @@ async def submit(
     jobs: Jobs,
     hints: PaletteOnlyField = None,
     reference: ReferenceField = None,
+    output: Annotated[
+        str, Form(description="`mp4` (H.264, plays in browsers; the default) or `ffv1` (lossless FFV1 in Matroska)")
+    ] = DEFAULT_OUTPUT,
 ) -> JSONResponse:
+    if output not in OUTPUTS:
+        raise ApiError(422, "invalid_output", f"output must be {' or '.join(OUTPUTS)} (got {output[:32]!r})")
     guidance = await read_guidance(jobs.service.colorizer, hints, reference, points_allowed=False)
     jobs.service.colorizer.check_guidance(
         guidance
     )  # counted by guidance; hints_unsupported before the upload is stored
-    state = await jobs.submit(file.file, file.filename, file.size, guidance)
+    state = await jobs.submit(file.file, file.filename, file.size, guidance, output)
     url = f"/videos/{state.id}"
     return JSONResponse({"id": state.id, "status_url": url}, 202, {"Location": url})
 
@@ -57,12 +63,14 @@ async def status(job_id: str, jobs: Jobs) -> dict[str, Any]:
 
 @router.get(
     "/{job_id}/result",
-    responses={200: {"content": {"video/mp4": {}}}},
-    summary="The colourised video (MP4) once the job is done; 409 before",
+    responses={200: {"content": {"video/mp4": {}, "video/x-matroska": {}}}},
+    summary="The colourised video (MP4, or Matroska for output=ffv1) once the job is done; 409 before",
 )
 async def result(job_id: str, jobs: Jobs) -> FileResponse:
     path = await jobs.result(job_id)
-    return FileResponse(path, media_type="video/mp4", filename=f"colorized-{job_id[:8]}.mp4")
+    suffix = path[path.rindex(".") :]
+    media_type = next((o.media_type for o in OUTPUTS.values() if o.suffix == suffix), "application/octet-stream")
+    return FileResponse(path, media_type=media_type, filename=f"colorized-{job_id[:8]}{suffix}")
 
 
 @router.delete("/{job_id}", status_code=204, summary="Cancel a video job and delete its files")

@@ -1,6 +1,10 @@
 """Video jobs: admitted by POST /videos, run as asyncio tasks owned by the JobManager (never by a request),
 their state kept in files (app/video/store.py) so that any replica sharing ``video_dir`` can answer for them.
 
+Each finished chunk is a segment file and a checkpoint, so a job outlives its process: after a restart the same
+replica resumes its jobs from their last checkpoint, and a replica sharing the store takes over a job whose owner
+stopped refreshing it. The result is muxed from the segments (with the source's sound) at the end.
+
 Frames go through the service's batcher at Priority.BULK, one chunk (up to 16 frames) in flight per job, so
 interactive images are served first in every batch. Decoding and encoding run on the manager's own threads;
 the next chunk is decoded while the model works on the current one.
@@ -9,6 +13,7 @@ the next chunk is decoded while the model works on the current one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -29,17 +34,21 @@ from app.http_errors import ApiError
 from app.observability import request_id_var
 from app.service import Service
 from app.video.media import (
+    OUTPUTS,
     VIDEO_SUFFIXES,
+    Encoding,
     InvalidMedia,
     MediaError,
+    OutputSpec,
+    Timeline,
     UnsupportedMedia,
     VideoInfo,
     VideoReader,
-    VideoWriter,
+    finish,
     probe,
 )
-from app.video.process import chunk_frames, read_chunk, write_chunk
-from app.video.store import STATUSES, JobState, JobStore, QuotaExceeded
+from app.video.process import Chunk, chunk_frames, loss_error, read_chunk, reader_warnings, write_chunk
+from app.video.store import STATUSES, Checkpoint, JobState, JobStore, QuotaExceeded
 from app.video.temporal import TemporalSmoother
 
 log = logging.getLogger(__name__)
@@ -48,7 +57,7 @@ T = TypeVar("T")
 DEFAULT_WORKERS = 1  # jobs decoding/encoding at once per replica; the others wait as "queued"
 HOUSEKEEPING_S = 1.0  # how often cancel markers of this replica's jobs are polled
 HEARTBEAT_S = 30.0  # a running or queued job's status.json is refreshed at least this often
-STALE_S = 300.0  # an active job not refreshed for this long belongs to a replica that died
+STALE_S = 300.0  # an active job not refreshed for this long belongs to a replica that died: another takes it over
 UPLOAD_GRACE_S = 900.0  # a job directory without status.json this old is an abandoned upload
 DELETE_WAIT_S = 30.0  # a DELETE waits this long for its job to stop before answering
 
@@ -65,6 +74,7 @@ class _Job:
     reason: str = ""  # "deleted" or "shutdown", once cancelled
     task: asyncio.Task[None] | None = None
     hints: ModelHints | None = None  # a palette's or reference's global hint, the same for every frame
+    output: OutputSpec = OUTPUTS["mp4"]
 
     @property
     def active(self) -> bool:
@@ -103,11 +113,13 @@ class JobManager:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.store.ensure_root)
+        await self._take_over()  # this host's jobs of an earlier process: resume them now
         self._publish()
         self._housekeeping = asyncio.create_task(self._housekeep(), name="video-housekeeping")
 
     async def stop(self) -> None:
-        """Stop every job this replica runs (they fail with a sentence), then the housekeeping."""
+        """Stop every job this replica runs at its next chunk (it stays queued, to be resumed from its last
+        checkpoint by the next process here or by another replica), then the housekeeping."""
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             await asyncio.gather(self._housekeeping, return_exceptions=True)
@@ -121,10 +133,15 @@ class JobManager:
     # -- the routes' operations -----------------------------------------------------------------------
 
     async def submit(
-        self, source: BinaryIO, filename: str | None, size: int | None, guidance: Guidance = NO_GUIDANCE
+        self,
+        source: BinaryIO,
+        filename: str | None,
+        size: int | None,
+        guidance: Guidance = NO_GUIDANCE,
+        output: str = "mp4",
     ) -> JobState:
         """Admit an upload: limits, quota, probe; then queue it, to be coloured following ``guidance`` (a palette or
-        a reference photo's colours). Raises ApiError with a sentence."""
+        a reference photo's colours) into ``output`` ("mp4" or "ffv1"). Raises ApiError with a sentence."""
         s = self.settings
         if self.service.draining:
             raise ApiError(503, "draining", "the server is shutting down; send the video again", {"Retry-After": "5"})
@@ -146,9 +163,12 @@ class JobManager:
             except BaseException:
                 await asyncio.to_thread(self.store.remove, job_id)
                 raise
-            state = JobState(job_id, "queued", frames_total=info.frames, owner=self.owner)
+            state = JobState(job_id, "queued", frames_total=info.frames, owner=self.owner, output=output)
+            hints = self.service.colorizer.hints_for(guidance, info.width, info.height)
+            saved = dataclasses.asdict(hints) if hints is not None else None
+            await asyncio.to_thread(self.store.write_job, job_id, output, saved)
             await asyncio.to_thread(self.store.write, state)
-            job = _Job(state, info, hints=self.service.colorizer.hints_for(guidance, info.width, info.height))
+            job = _Job(state, info, hints=hints, output=OUTPUTS[output])
             self._jobs[job_id] = job
             job.task = asyncio.create_task(self._run(job), name=f"video-{job_id}")
         finally:
@@ -220,8 +240,8 @@ class JobManager:
                 f"poll /videos/{job_id} until its status is done",
                 {"Retry-After": "2"},
             )
-        path = self.store.result_path(job_id)
-        if not await asyncio.to_thread(path.is_file):
+        path = await asyncio.to_thread(self.store.find_result, job_id)
+        if path is None:
             raise _not_found(job_id)
         return str(path)
 
@@ -262,14 +282,19 @@ class JobManager:
             state.status, state.finished = "done", time.time()
             state.frames_total = state.frames_done
             await asyncio.to_thread(self.store.write, state)
+            await asyncio.to_thread(self.store.discard_work, job_id, keep_result=True)
             log.info("video job %s done: %d frames in %.1f s", job_id, state.frames_done, time.monotonic() - started)
+            for warning in state.warnings:
+                log.warning("video job %s: %s", job_id, warning)
         except JobCancelled:
             if job.reason == "deleted":
                 await asyncio.to_thread(self.store.remove, job_id)
                 self._jobs.pop(job_id, None)
                 log.info("video job %s cancelled and removed", job_id)
             else:
-                await self._fail(job, "the server shut down before the video was finished; send it again")
+                state.status = "queued"  # kept with its segments: the next process (or another replica) resumes it
+                await asyncio.to_thread(self.store.write, state)
+                log.info("video job %s stopped at frame %d for shutdown; it will resume", job_id, state.frames_done)
         except MediaError as exc:
             await self._fail(job, f"{exc}")
         except (ApiError, ColorizerError) as exc:
@@ -281,31 +306,25 @@ class JobManager:
             self._publish()
 
     async def _fail(self, job: _Job, error: str) -> None:
+        """A failed job keeps only its status.json (for GET) until the TTL sweep."""
         state = job.state
         state.status, state.error, state.finished = "failed", error, time.time()
         log.warning("video job %s failed: %s", state.id, error)
-        await asyncio.to_thread(self._discard_files, state.id)
+        await asyncio.to_thread(self.store.discard_work, state.id)
         await asyncio.to_thread(self.store.write, state)
 
-    def _discard_files(self, job_id: str) -> None:
-        """A failed job keeps only its status.json (for GET) until the TTL sweep."""
-        for path in (self.store.input_path(job_id), self.store.partial_path(job_id)):
-            if path is not None:
-                path.unlink(missing_ok=True)
-
     async def _process(self, job: _Job) -> None:
-        """Three stages overlap: decode chunk k+1 and encode chunk k-1 (threads) while the model runs chunk k."""
-        info, state = job.info, job.state
+        """Three stages overlap: decode chunk k+1 and encode chunk k-1 (threads) while the model runs chunk k.
+        Each encoded chunk is a segment plus a checkpoint; a resumed job skips the frames its segments hold."""
+        info, state, spec = job.info, job.state, job.output
         source = self.store.input_path(state.id)
         if source is None:
             raise InvalidMedia("the uploaded file is gone")
-        partial = self.store.partial_path(state.id)
         size = self.service.colorizer.input_size
         count = chunk_frames(info.width, info.height)
-        smoother = TemporalSmoother(self.smoothing, self.scene_cut)
+        max_lost = self.settings.video_max_lost_frames
         in_flight = self.service.colorizer.tuning.video_in_flight  # frames at the model at once
-        reader = await self._io(VideoReader, source)
-        writer: VideoWriter | None = None
+        reader = await self._io(VideoReader, source, spec.name == "ffv1" and info.bit_depth > 8)
         threads: list[asyncio.Future[Any]] = []  # thread work to finish before the files are closed
 
         def in_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
@@ -314,35 +333,65 @@ class JobManager:
             return future
 
         try:
-            writer = await self._io(VideoWriter, partial, reader, info)
+            encoding = Encoding.choose(spec, info, reader.video.time_base)
+            timeline = Timeline(info.fps, encoding.time_base)
+            smoother = TemporalSmoother(self.smoothing, self.scene_cut)
+            done, saved = await asyncio.to_thread(self.store.read_checkpoint, state.id)
+            if done.frames:
+                for pts in await self._io(reader.skip, done.frames):
+                    timeline.next(pts)
+                if saved is not None:
+                    smoother.restore(saved)
+                state.resumed_from = done.frames
+                log.info("video job %s resumes at frame %d (segment %d)", state.id, done.frames, done.segments)
+            state.frames_done = done.frames
             reading = in_thread(read_chunk, reader, count, size, info.rotation)
             writing: asyncio.Future[None] | None = None
             being_written = 0
             while True:
                 chunk = await reading
+                if error := loss_error(reader, info.frames, max_lost):
+                    raise InvalidMedia(error)
                 if len(chunk):
                     reading = in_thread(read_chunk, reader, count, size, info.rotation)
                     frames = self.service.colorizer.infer_frames(chunk.model_l, in_flight, job.hints)
                     ab = await self._interruptible(job, frames)
-                else:
-                    ab = np.zeros((0, 2, 1, 1), np.float32)
                 if writing is not None:
                     await writing
                     await self._advance(job, being_written)
-                writing, being_written = in_thread(write_chunk, writer, chunk, ab, smoother, info.rotation), len(chunk)
                 if not len(chunk):
                     break
-            await writing
-            await self._io(writer.close)
-            writer = None
-            await asyncio.to_thread(partial.replace, self.store.result_path(state.id))
+                done = Checkpoint(done.segments + 1, done.frames + len(chunk))
+                args = (state.id, done, encoding, timeline, chunk, ab, smoother, info.rotation)
+                writing, being_written = in_thread(self._write_segment, *args), len(chunk)
+            state.frames_filled = reader.filled
+            warnings = reader_warnings(reader, info.frames)
+            partial = self.store.partial_path(state.id, spec.suffix)
+            segments = self.store.segments(state.id, done.segments)
+            warnings += await self._io(finish, partial, segments, source, info, encoding)
+            state.warnings = warnings
+            await asyncio.to_thread(partial.replace, self.store.result_path(state.id, spec.suffix))
         finally:
             await asyncio.gather(*threads, return_exceptions=True)  # PyAV objects are closed only when idle
-            if writer is not None:
-                await self._io(writer.abort)
             await self._io(reader.close)
         if smoother.cuts:
             log.info("video job %s: %d scene cuts", state.id, smoother.cuts)
+
+    def _write_segment(
+        self,
+        job_id: str,
+        done: Checkpoint,
+        encoding: Encoding,
+        timeline: Timeline,
+        chunk: Chunk,
+        ab: np.ndarray,
+        smoother: TemporalSmoother,
+        rotation: int,
+    ) -> None:
+        """Colour and encode one chunk as segment ``done.segments - 1``, then record the checkpoint after it."""
+        path = self.store.segment_path(job_id, done.segments - 1)
+        write_chunk(path, encoding, timeline, chunk, ab, smoother, rotation)
+        self.store.checkpoint(job_id, done, smoother.state())
 
     async def _advance(self, job: _Job, frames: int) -> None:
         state = job.state
@@ -412,20 +461,80 @@ class JobManager:
                 if now - last_beat >= HEARTBEAT_S:
                     last_beat = now
                     for job in active:
-                        if job.state.status == "queued":
-                            await asyncio.to_thread(self.store.write, job.state)
+                        await asyncio.to_thread(self.store.write, job.state)
                 if now - last_sweep >= sweep_every:
                     last_sweep = now
                     removed = await asyncio.to_thread(self._sweep, {job.state.id for job in active}, ttl)
                     for job_id in removed:
                         self._jobs.pop(job_id, None)
+                    await self._take_over()
                     self._publish()
             except Exception:
                 log.exception("video housekeeping failed; retrying")
 
+    async def _take_over(self) -> None:
+        """Resume jobs whose owner is gone: at start-up those of an earlier process on this host, at once; later
+        also any whose owner stopped refreshing them for STALE_S (a replica that died, with shared storage)."""
+        for state in await asyncio.to_thread(self._orphans):
+            if not await asyncio.to_thread(self.store.claim, state.id, state.attempt + 1):
+                continue  # another replica was quicker
+            job_id = state.id
+            try:
+                source = await asyncio.to_thread(self.store.input_path, job_id)
+                if source is None:
+                    raise InvalidMedia("the uploaded file is gone")
+                output, hints = await asyncio.to_thread(self.store.read_job, job_id)
+                info = await asyncio.to_thread(probe, source)
+            except (OSError, ValueError, KeyError, MediaError) as exc:
+                state.status, state.finished = "failed", time.time()
+                state.error = f"the server processing this video stopped and the job could not be resumed ({exc})"
+                await asyncio.to_thread(self.store.discard_work, job_id)
+                await asyncio.to_thread(self.store.write, state)
+                log.warning("video job %s of %s could not be resumed: %s", job_id, state.owner, exc)
+                continue
+            log.info("video job %s of %s (gone) resumes here, run %d", job_id, state.owner, state.attempt + 1)
+            state.attempt += 1
+            state.owner, state.status = self.owner, "queued"
+            await asyncio.to_thread(self.store.write, state)
+            model_hints = ModelHints(**hints) if hints is not None else None
+            job = _Job(state, info, hints=model_hints, output=OUTPUTS.get(output, OUTPUTS["mp4"]))
+            self._jobs[job_id] = job
+            job.task = asyncio.create_task(self._run(job), name=f"video-{job_id}")
+        self._publish()
+
+    def _orphans(self) -> list[JobState]:
+        found = []
+        for job_id in self.store.job_ids():
+            if job_id in self._jobs:
+                continue
+            state = self.store.read(job_id)
+            if state is not None and state.status in ("queued", "running") and self._owner_gone(state):
+                found.append(state)
+        return found
+
+    @staticmethod
+    def _owner_gone(state: JobState) -> bool:
+        """A process of this host that no longer runs, or any owner silent for STALE_S."""
+        if time.time() - state.updated > STALE_S:
+            return True
+        host, _, rest = state.owner.partition(":")
+        pid_text = rest.partition(":")[0]
+        if host != socket.gethostname() or not pid_text.isdigit():
+            return False
+        pid = int(pid_text)
+        if pid == os.getpid():
+            return True  # this pid is this process, which never ran the job: the owner was an earlier one
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
     def _sweep(self, active: set[str], ttl: float) -> list[str]:
-        """Remove results past their TTL, cancelled jobs whose owner is gone, and abandoned uploads; fail
-        jobs whose replica stopped refreshing them. Returns the ids removed."""
+        """Remove results past their TTL, cancelled jobs whose owner is gone, and abandoned uploads (jobs whose
+        owner is gone are taken over by _take_over). Returns the ids removed."""
         now = time.time()
         removed: list[str] = []
         for job_id in self.store.job_ids():
@@ -441,12 +550,6 @@ class JobManager:
             if state.status in ("queued", "running"):
                 if cancelled and not fresh:
                     removed.append(self._forget(job_id, "cancelled, its replica gone"))
-                elif not fresh:
-                    state.status, state.finished = "failed", now
-                    state.error = "the server processing this video stopped before it was finished; send it again"
-                    self._discard_files(job_id)
-                    self.store.write(state)
-                    log.warning("video job %s: replica %s stopped refreshing it", job_id, state.owner)
             elif cancelled or now - (state.finished or state.updated) > ttl:
                 removed.append(self._forget(job_id, "deleted" if cancelled else "expired"))
         return removed

@@ -1,4 +1,7 @@
-"""PyAV in and out: probe a file, read frames and audio in chunks, write H.264/MP4 with the audio copied.
+"""PyAV in and out: probe a file; decode its video in chunks, skipping what does not decode (as FFmpeg's own tools
+do) and filling each lost frame with the one before it; encode each chunk as its own segment file, so that a job
+can resume after a restart; finish by muxing the segments with the source's sound into MP4 (H.264, for browsers)
+or Matroska (lossless FFV1, for archives).
 
 Frames stay in their coded orientation; the source's display matrix is copied to the output, so players
 rotate the result exactly as they rotated the original.
@@ -6,24 +9,28 @@ rotate the result exactly as they rotated the original.
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeAlias, cast
+from typing import Any, cast
 
 import av
 import av.error
 import cv2
 import numpy as np
-from av.audio.frame import AudioFrame
 from av.audio.stream import AudioStream
+from av.codec.context import CodecContext, Flags
 from av.container import InputContainer, OutputContainer
 from av.packet import Packet
 from av.sidedata.sidedata import SideData
+from av.video.codeccontext import VideoCodecContext
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
@@ -34,10 +41,15 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 COPY_AUDIO = frozenset({"aac", "mp3", "opus", "flac"})
 # Encoders in order of preference: H.264 plays everywhere; MPEG-4 part 2 is the fallback of last resort.
 VIDEO_ENCODERS = ("libx264", "libopenh264", "mpeg4")
-X264_OPTIONS = {"preset": "fast", "crf": "18"}  # near-transparent; the colour is what the user came for
+# Near-transparent (the colour is what the user came for); no B-frames, so that segments encoded one at a time
+# join with increasing timestamps.
+X264_OPTIONS = {"preset": "fast", "crf": "18", "bf": "0"}
+# FFV1 version 3 with slice checksums and every frame a keyframe: what archives ask for (RFC 9043).
+FFV1_OPTIONS = {"level": "3", "slicecrc": "1", "g": "1"}
 MPEG4_BITS_PER_PIXEL = 0.25
 AUDIO_BIT_RATE = 160_000
 AAC_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}  # re-encoded audio keeps these; other channel counts -> stereo
+AUDIO_NAMES = {"ac3": "AC-3", "eac3": "E-AC-3", "vorbis": "Vorbis", "mp2": "MP2", "alac": "ALAC", "dts": "DTS"}
 
 
 class MediaError(Exception):
@@ -63,15 +75,30 @@ class VideoInfo:
     video_codec: str
     audio_codec: str | None
     matrix: tuple[int, ...] | None  # the source's display matrix (rotation and flips), copied to the output
+    bit_depth: int = 8  # bits per component of the decoded video (10 for ProRes 10-bit)
 
 
 @dataclass
 class Frame:
-    bgr: np.ndarray  # (H, W, 3) uint8, coded orientation
+    bgr: np.ndarray  # (H, W, 3) uint8, or uint16 when read deep; coded orientation
     pts: int | None
 
 
-AudioItem: TypeAlias = "Packet[Any] | AudioFrame"  # Packet is generic only in the stubs
+@dataclass(frozen=True)
+class OutputSpec:
+    """A kind of result: the browsers' MP4 (the default) or the archivists' Matroska."""
+
+    name: str  # what POST /videos and the CLI call it
+    container: str  # FFmpeg's muxer
+    suffix: str
+    media_type: str
+
+
+OUTPUTS = {
+    "mp4": OutputSpec("mp4", "mp4", ".mp4", "video/mp4"),
+    "ffv1": OutputSpec("ffv1", "matroska", ".mkv", "video/x-matroska"),
+}
+DEFAULT_OUTPUT = "mp4"
 
 
 def pick_encoder() -> str:
@@ -83,6 +110,13 @@ def pick_encoder() -> str:
             continue
         return name
     raise UnsupportedMedia("this server's FFmpeg has no H.264 or MPEG-4 encoder; install one (e.g. libx264)")
+
+
+def output_spec(name: str) -> OutputSpec:
+    spec = OUTPUTS.get(name.strip().lower())
+    if spec is None:
+        raise ValueError(f"unknown output {name!r}; choose {' or '.join(OUTPUTS)}")
+    return spec
 
 
 def _open(path: Path) -> InputContainer:
@@ -125,12 +159,7 @@ def probe(path: Path) -> VideoInfo:
         stream = container.streams.video[0]
         if stream.codec_context is None:
             raise UnsupportedMedia(f"this server cannot decode the video codec of this file ({stream.name})")
-        try:
-            first = next(container.decode(stream))
-        except StopIteration:
-            raise InvalidMedia("the video stream has no frames") from None
-        except av.error.FFmpegError as exc:
-            raise InvalidMedia(f"the video stream could not be decoded ({_reason(exc)})") from exc
+        first = _first_frame(container, stream)
         rotation = _rotation(stream, first)
         frames = stream.frames or _count_packets(path)
         fps = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(25)
@@ -151,59 +180,121 @@ def probe(path: Path) -> VideoInfo:
             video_codec=stream.codec_context.name,
             audio_codec=audio,
             matrix=_display_matrix(first),
+            bit_depth=max((c.bits for c in first.format.components), default=8),
         )
+
+
+def _first_frame(container: InputContainer, stream: VideoStream) -> VideoFrame:
+    """The first frame that decodes: packets that do not decode are skipped, as the reader will skip them."""
+    error: BaseException | None = None
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = stream.decode(packet)
+            except av.error.FFmpegError as exc:
+                error = exc
+                continue
+            if frames:
+                return frames[0]
+    except av.error.FFmpegError as exc:
+        error = exc
+    if error is not None:
+        raise InvalidMedia(f"the video stream could not be decoded ({_reason(error)})")
+    raise InvalidMedia("the video stream has no frames")
 
 
 def _count_packets(path: Path) -> int:
     """Frame count for containers that do not store it (Matroska, WebM): demux without decoding."""
     with _open(path) as container:
         stream = container.streams.video[0]
+        count = 0
         try:
-            return sum(1 for packet in container.demux(stream) if packet.size)
+            for packet in container.demux(stream):
+                count += packet.size > 0
         except av.error.FFmpegError as exc:
-            raise InvalidMedia(f"the video could not be read to the end ({_reason(exc)})") from exc
+            log.info("counting frames stopped after %d packets (%s)", count, _reason(exc))
+        return count
 
 
 class VideoReader:
-    """Decodes the first video stream in chunks of frames, collecting the audio met on the way.
+    """Decodes the first video stream in chunks of frames, the way FFmpeg's tools do: a packet that does not decode
+    is skipped and counted, and the frame it held is filled with the frame before it (or, at the very start, the
+    first that decodes), so frame count and duration hold. A read error in the container ends the stream early;
+    ``stopped`` then says why. ``deep`` decodes to 16 bits a component (for sources of more than 8 bits)."""
 
-    Audio comes out as packets when it will be copied, or as decoded frames when it must be re-encoded.
-    """
-
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, deep: bool = False) -> None:
         self.container = _open(path)
         if not self.container.streams.video:
             self.container.close()
             raise UnsupportedMedia("the file has no video stream")
         self.video = self.container.streams.video[0]
         self.video.thread_type = "AUTO"
-        self.audio: AudioStream | None = self.container.streams.audio[0] if self.container.streams.audio else None
-        self.copy_audio = self.audio is not None and self.audio.codec_context.name in COPY_AUDIO
-        streams = [self.video] if self.audio is None else [self.video, self.audio]
-        self._packets = self.container.demux(streams)
-        self._pending: list[Frame] = []
+        self.deep = deep
+        self._packets = self.container.demux(self.video)
+        self._pending: list[tuple[VideoFrame | None, int | None]] = []  # None: a filler before any frame decoded
+        self._last: VideoFrame | None = None
         self.done = False
+        self.packets = 0  # video packets with data
+        self.bad_packets = 0  # of them, those that did not decode
+        self.frames = 0  # frames handed out (decoded and filled)
+        self.filled = 0  # of them, the repeated ones
+        self.stopped: str | None = None  # why the container could not be read to its end
+        self.error: str | None = None  # the first decoding error, for sentences
 
-    def read(self, count: int) -> tuple[list[Frame], list[AudioItem]]:
-        """Up to ``count`` frames in presentation order, and the audio demuxed alongside them."""
-        audio: list[AudioItem] = []
+    def _next_packet(self) -> Packet[Any] | None:
         try:
-            while len(self._pending) < count and not self.done:
-                packet = next(self._packets, None)
-                if packet is None:
-                    self.done = True
-                elif packet.stream is self.video:
-                    for frame in self.video.decode(packet):
-                        self._pending.append(Frame(frame.to_ndarray(format="bgr24"), frame.pts))
-                elif self.copy_audio:
-                    if packet.size and packet.dts is not None:
-                        audio.append(packet)
-                elif self.audio is not None:
-                    audio.extend(self.audio.decode(packet))
+            return next(self._packets, None)
         except av.error.FFmpegError as exc:
-            raise InvalidMedia(f"the video could not be decoded ({_reason(exc)})") from exc
-        frames, self._pending = self._pending[:count], self._pending[count:]
-        return frames, audio
+            self.stopped = _reason(exc)
+            return None
+
+    def _decode(self, packet: Packet[Any]) -> None:
+        if packet.size:
+            self.packets += 1
+        try:
+            frames = self.video.decode(packet)
+        except av.error.FFmpegError as exc:
+            if not packet.size:
+                return  # the decoder's flush at the end: nothing was lost
+            self.bad_packets += 1
+            self.error = self.error or _reason(exc)
+            self.filled += 1
+            self._pending.append((self._last, packet.pts))
+            return
+        for frame in frames:
+            if self._last is None:  # fillers queued before the first frame take this one
+                self._pending = [(frame, pts) for _, pts in self._pending]
+            self._last = frame
+            self._pending.append((frame, frame.pts))
+
+    @property
+    def decoded_any(self) -> bool:
+        return self._last is not None
+
+    def _fill(self, count: int) -> None:
+        while not self.done and (len(self._pending) < count or (self._pending and self._pending[0][0] is None)):
+            packet = self._next_packet()
+            if packet is None:
+                self.done = True
+            else:
+                self._decode(packet)
+        if self.done and self._pending and self._pending[0][0] is None:
+            self._pending = []  # nothing ever decoded: nothing to fill with
+
+    def _take(self, count: int) -> list[tuple[VideoFrame, int | None]]:
+        self._fill(count)
+        taken, self._pending = self._pending[:count], self._pending[count:]
+        self.frames += len(taken)
+        return [(frame, pts) for frame, pts in taken if frame is not None]
+
+    def read(self, count: int) -> list[Frame]:
+        """Up to ``count`` frames in presentation order; fewer only at the end."""
+        fmt = "bgr48le" if self.deep else "bgr24"
+        return [Frame(frame.to_ndarray(format=fmt), pts) for frame, pts in self._take(count)]
+
+    def skip(self, count: int) -> list[int | None]:
+        """Pass over ``count`` frames (a resumed job's finished ones) without converting them; their timestamps."""
+        return [pts for _, pts in self._take(count)]
 
     def close(self) -> None:
         self.container.close()
@@ -215,82 +306,237 @@ class VideoReader:
         self.close()
 
 
-class VideoWriter:
-    """H.264 (or the best encoder available) in MP4, yuv420p, the source's timestamps and display matrix."""
+@dataclass
+class Timeline:
+    """Output timestamps: the source's where it has them, made up from the frame rate where not, kept increasing."""
 
-    def __init__(self, path: Path, reader: VideoReader, info: VideoInfo) -> None:
-        self.encoder = pick_encoder()
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))  # private before FFmpeg writes
-        self.container: OutputContainer = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
-        src = reader.video
-        self.time_base = src.time_base or Fraction(1, 90_000)
-        options = X264_OPTIONS if self.encoder == "libx264" else {}
-        self.video = cast(VideoStream, self.container.add_stream(self.encoder, rate=info.fps, options=options))
-        self.video.width, self.video.height = info.width + info.width % 2, info.height + info.height % 2
-        self.video.pix_fmt = "yuv420p"  # 4:2:0 needs even sides: odd ones get one replicated row or column
-        self.video.time_base = self.time_base
-        self.video.codec_context.time_base = self.time_base
-        if self.encoder == "mpeg4":  # no constant-quality mode worth the name: a generous bit rate instead
-            self.video.bit_rate = int(info.width * info.height * float(info.fps) * MPEG4_BITS_PER_PIXEL)
-        if info.matrix is not None:
-            self.video.set_display_matrix(info.matrix)
-        self._fps = info.fps
-        self._last_pts: int | None = None
-        self._index = 0
-        self.audio: AudioStream | None = None
-        self.copy_audio = reader.copy_audio
-        if reader.audio is not None:
-            if self.copy_audio:
-                self.audio = self.container.add_stream_from_template(reader.audio)
-            else:
-                ctx = reader.audio.codec_context
-                self.audio = self.container.add_stream("aac", rate=ctx.sample_rate)
-                channels = len(ctx.layout.channels)
-                self.audio.layout = AAC_LAYOUTS.get(channels, "stereo")
-                self.audio.bit_rate = AUDIO_BIT_RATE
-                log.info("audio codec %s cannot be copied into MP4; re-encoding it as AAC", ctx.name)
+    fps: Fraction
+    time_base: Fraction
+    last_pts: int | None = None
+    index: int = 0
 
-    def _pts(self, pts: int | None) -> int:
-        """The source timestamp; made up from the frame rate where the source has none, kept increasing."""
+    def next(self, pts: int | None) -> int:
         if pts is None:
-            pts = round(self._index / self._fps / self.time_base)
-        if self._last_pts is not None and pts <= self._last_pts:
-            pts = self._last_pts + 1
-        self._last_pts = pts
-        self._index += 1
+            pts = round(self.index / self.fps / self.time_base)
+        if self.last_pts is not None and pts <= self.last_pts:
+            pts = self.last_pts + 1
+        self.last_pts = pts
+        self.index += 1
         return pts
 
-    def write(self, frames: list[np.ndarray], pts: list[int | None], audio: list[AudioItem]) -> None:
-        """Encode coloured frames ((H, W, 3) uint8 BGR) and mux the audio that goes with them."""
-        for bgr, stamp in zip(frames, pts, strict=True):
-            frame = VideoFrame.from_ndarray(_pad_even(bgr), format="bgr24")
-            frame.pts, frame.time_base = self._pts(stamp), self.time_base
-            self.container.mux(self.video.encode(frame))
-        self._write_audio(audio)
 
-    def _write_audio(self, audio: list[AudioItem]) -> None:
-        if self.audio is None:
-            return
-        for item in audio:
-            if isinstance(item, Packet):
-                item.stream = self.audio
-                self.container.mux(item)
-            else:
-                self.container.mux(self.audio.encode(item))
+@dataclass(frozen=True)
+class Encoding:
+    """How a job's video is encoded, the same for every segment and for the final stream (whose extradata must
+    match the segments' packets)."""
 
-    def close(self) -> None:
-        """Flush the encoders and finish the file."""
-        if self._index:
-            self.container.mux(self.video.encode())
-        if self.audio is not None and not self.copy_audio:
-            self.container.mux(self.audio.encode())
-        self.container.close()
+    spec: OutputSpec
+    encoder: str
+    width: int
+    height: int
+    pix_fmt: str
+    fps: Fraction
+    time_base: Fraction
+    bit_rate: int = 0
+    options: dict[str, str] = field(default_factory=dict)
 
-    def abort(self) -> None:
+    @property
+    def deep(self) -> bool:
+        return self.pix_fmt.endswith("le")
+
+    @classmethod
+    def choose(cls, spec: OutputSpec, info: VideoInfo, time_base: Fraction | None) -> Encoding:
+        tb = time_base or Fraction(1, 90_000)
+        if spec.name == "ffv1":  # exact size, RGB, the source's bit depth: lossless for what the model made
+            depth = info.bit_depth
+            pix_fmt = "bgr0" if depth <= 8 else "gbrp10le" if depth <= 10 else "gbrp12le" if depth <= 12 else "gbrp16le"
+            return cls(spec, "ffv1", info.width, info.height, pix_fmt, info.fps, tb, options=dict(FFV1_OPTIONS))
+        encoder = pick_encoder()
+        rate = 0
+        if encoder == "mpeg4":  # no constant-quality mode worth the name: a generous bit rate instead
+            rate = int(info.width * info.height * float(info.fps) * MPEG4_BITS_PER_PIXEL)
+        options = dict(X264_OPTIONS) if encoder == "libx264" else {}
+        # 4:2:0 needs even sides: an odd width or height gets one replicated column or row.
+        width, height = info.width + info.width % 2, info.height + info.height % 2
+        return cls(spec, encoder, width, height, "yuv420p", info.fps, tb, rate, options)
+
+    def configure(self, ctx: CodecContext) -> None:
+        video = cast(Any, ctx)
+        video.width, video.height, video.pix_fmt = self.width, self.height, self.pix_fmt
+        video.time_base, video.framerate = self.time_base, self.fps
+        if self.bit_rate:
+            video.bit_rate = self.bit_rate
+        video.flags |= Flags.global_header  # MP4 and Matroska keep the parameter sets in the stream header
+
+    def frame(self, bgr: np.ndarray, pts: int) -> VideoFrame:
+        if bgr.dtype == np.uint16:
+            frame = VideoFrame.from_ndarray(bgr, format="bgr48le")
+        else:
+            frame = VideoFrame.from_ndarray(_pad_even(bgr) if self.spec.name == "mp4" else bgr, format="bgr24")
+        frame = frame.reformat(format=self.pix_fmt)
+        frame.pts, frame.time_base = pts, self.time_base
+        return frame
+
+
+# A segment file: one chunk's encoded packets, each a header (pts, dts, duration, keyframe, size) and its bytes.
+_SEGMENT_MAGIC = b"colorizer-segment-1\n"
+_PACKET = struct.Struct("<qqqBI")
+_NONE = -(2**63)
+
+
+def write_segment(path: Path, encoding: Encoding, frames: list[np.ndarray], stamps: list[int]) -> None:
+    """Encode ``frames`` with a fresh encoder (so the segment stands alone) into ``path``, written under a
+    temporary name, flushed to disk and renamed: after a crash it is whole or absent."""
+    ctx = cast(VideoCodecContext, CodecContext.create(encoding.encoder, "w"))
+    encoding.configure(ctx)
+    ctx.options = dict(encoding.options)
+    temp = path.with_name(f".{path.name}.partial")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(_SEGMENT_MAGIC)
+        packets = [p for bgr, pts in zip(frames, stamps, strict=True) for p in ctx.encode(encoding.frame(bgr, pts))]
+        packets += ctx.encode(None)
+        for p in packets:
+            data = bytes(p)
+            none = _NONE
+            header = (none if p.pts is None else p.pts, none if p.dts is None else p.dts, p.duration or 0)
+            out.write(_PACKET.pack(*header, int(p.is_keyframe), len(data)))
+            out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, path)
+
+
+def read_segment(path: Path, encoding: Encoding) -> Iterator[Packet[Any]]:
+    with path.open("rb") as f:
+        if f.read(len(_SEGMENT_MAGIC)) != _SEGMENT_MAGIC:
+            raise InvalidMedia(f"the segment {path.name} of this job is damaged")
+        while header := f.read(_PACKET.size):
+            pts, dts, duration, key, size = _PACKET.unpack(header)
+            packet = Packet(f.read(size))
+            packet.pts = None if pts == _NONE else pts
+            packet.dts = None if dts == _NONE else dts
+            packet.duration, packet.time_base, packet.is_keyframe = duration, encoding.time_base, bool(key)
+            yield packet
+
+
+def _packet_time(packet: Packet[Any]) -> float:
+    stamp = packet.dts if packet.dts is not None else packet.pts
+    return float((stamp or 0) * (packet.time_base or 0))
+
+
+class _AudioTrack:
+    """The source's first audio track on its way into the result: copied, or decoded and re-encoded; counted."""
+
+    def __init__(self, out: OutputContainer, source: AudioStream, spec: OutputSpec) -> None:
+        self.source = source
+        self.name = source.codec_context.name
+        self.label = AUDIO_NAMES.get(self.name, "PCM" if self.name.startswith("pcm_") else self.name.upper())
+        self.packets = self.bad_packets = self.bad_writes = 0
+        self.notes: list[str] = []
+        self.copy = spec.name == "ffv1" or self.name in COPY_AUDIO  # Matroska carries any codec unchanged
+        self.stream: AudioStream
+        if self.copy:
+            try:
+                self.stream = out.add_stream_from_template(source)
+                return
+            except (av.error.FFmpegError, ValueError) as exc:
+                if spec.name != "ffv1":
+                    raise
+                log.info("%s audio cannot be copied into Matroska (%s); encoding FLAC", self.name, _reason(exc))
+                self.copy = False
+        target = "flac" if spec.name == "ffv1" else "aac"
+        ctx = source.codec_context
+        self.stream = cast(AudioStream, out.add_stream(target, rate=ctx.sample_rate))
+        channels = len(ctx.layout.channels)
+        self.stream.layout = AAC_LAYOUTS.get(channels, "stereo") if target == "aac" else ctx.layout
+        if target == "aac":
+            self.stream.bit_rate = AUDIO_BIT_RATE
+        self.notes.append(f"the {self.label} sound track was re-encoded to {target.upper()}")
+
+    def packets_in(self, container: InputContainer) -> Iterator[Packet[Any]]:
         try:
-            self.container.close()
-        except av.error.FFmpegError:
-            log.debug("closing an aborted output failed", exc_info=True)
+            for packet in container.demux(self.source):
+                if packet.size:
+                    self.packets += 1
+                if self.copy:
+                    if packet.size and packet.dts is not None:
+                        packet.stream = self.stream
+                        yield packet
+                    continue
+                try:
+                    frames = self.source.decode(packet)
+                except av.error.FFmpegError:
+                    self.bad_packets += packet.size > 0
+                    continue
+                for frame in frames:
+                    frame.pts = None  # the encoder numbers samples itself; a skipped packet must not leave a hole
+                    yield from self.stream.encode(frame)
+        except av.error.FFmpegError as exc:
+            self.notes.append(f"the sound track could not be read past {self.packets} packets ({_reason(exc)})")
+        if not self.copy:
+            yield from self.stream.encode(None)
+
+    def warnings(self) -> list[str]:
+        out = list(self.notes)
+        if self.bad_packets:
+            out.append(f"{self.bad_packets} of {self.packets} audio packets could not be decoded and were skipped")
+        if self.bad_writes:
+            out.append(f"{self.bad_writes} of {self.packets} audio packets could not be written and were skipped")
+        return out
+
+
+def finish(dst: Path, segments: list[Path], source: Path, info: VideoInfo, encoding: Encoding) -> list[str]:
+    """Mux the segments' video with the source's sound into ``dst``; sentences for what could not be kept."""
+    warnings: list[str] = []
+    os.close(os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))  # private before FFmpeg writes
+    options = {"movflags": "+faststart"} if encoding.spec.container == "mp4" else {}
+    out: OutputContainer = av.open(str(dst), "w", format=encoding.spec.container, options=options)
+    try:
+        video = cast(VideoStream, out.add_stream(encoding.encoder, rate=encoding.fps, options=encoding.options))
+        encoding.configure(video.codec_context)
+        video.time_base = encoding.time_base
+        if info.matrix is not None:
+            video.set_display_matrix(info.matrix)
+        with _open(source) as src:
+            audio: _AudioTrack | None = None
+            if src.streams.audio:
+                first = src.streams.audio[0]
+                try:
+                    audio = _AudioTrack(out, first, encoding.spec)
+                except (av.error.FFmpegError, ValueError, AttributeError) as exc:
+                    name = first.codec_context.name if first.codec_context else first.name
+                    warnings.append(
+                        f"the film has no sound: its {name} track could neither be copied nor re-encoded "
+                        f"({_reason(exc)})"
+                    )
+            video_packets = (p for seg in segments for p in read_segment(seg, encoding))
+
+            def tagged(packets: Iterator[Packet[Any]], stream: Any) -> Iterator[Packet[Any]]:
+                for p in packets:
+                    p.stream = stream
+                    yield p
+
+            streams = [tagged(video_packets, video)]
+            if audio is not None:
+                streams.append(audio.packets_in(src))
+            for packet in heapq.merge(*streams, key=_packet_time):
+                if packet.stream is video:
+                    out.mux(packet)
+                    continue
+                try:
+                    out.mux(packet)
+                except av.error.FFmpegError:
+                    assert audio is not None
+                    audio.bad_writes += 1
+            if audio is not None:
+                warnings += audio.warnings()
+        out.close()
+    except BaseException:
+        with contextlib.suppress(av.error.FFmpegError):
+            out.close()
+        raise
+    return warnings
 
 
 def _pad_even(bgr: np.ndarray) -> np.ndarray:

@@ -2,8 +2,14 @@
 
     <video_dir>/<id>/status.json   the public state, replaced atomically (write a temp file, then rename)
     <video_dir>/<id>/input<.ext>   the upload
-    <video_dir>/<id>/result.mp4    the colourised video, renamed into place only when complete
+    <video_dir>/<id>/job.json      what the job was asked for (the output kind), for a replica that resumes it
+    <video_dir>/<id>/hints.npz     a palette's or reference's global hint, when given
+    <video_dir>/<id>/segments/     one file per finished chunk (000000.seg, ...), each written whole or not at all
+    <video_dir>/<id>/checkpoint.json  how many segments and frames are finished, and smoother-<n>.npz the
+                                   temporal smoothing state after them: a restarted job resumes from here
+    <video_dir>/<id>/result.mp4    the colourised video (result.mkv for FFV1), renamed into place only when complete
     <video_dir>/<id>/cancel        written by a DELETE that reached a replica not running the job
+    <video_dir>/<id>/claim-<n>     created (exclusively) by the replica that took the job over for its n-th run
 
 Directories are 0700 and files 0600: uploads are other people's videos.
 """
@@ -20,15 +26,17 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, cast
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
 Status = Literal["queued", "running", "done", "failed"]
 STATUSES: tuple[Status, ...] = ("queued", "running", "done", "failed")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-STATUS_FILE, RESULT_FILE, CANCEL_FILE = "status.json", "result.mp4", "cancel"
-PARTIAL_RESULT = "result.partial.mp4"
+STATUS_FILE, CANCEL_FILE, JOB_FILE, CHECKPOINT_FILE = "status.json", "cancel", "job.json", "checkpoint.json"
+HINTS_FILE, SEGMENTS_DIR = "hints.npz", "segments"
 COPY_CHUNK = 1024 * 1024
 
 
@@ -51,6 +59,11 @@ class JobState:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     finished: float | None = None
+    output: str = "mp4"  # "mp4" (H.264) or "ffv1" (lossless, in Matroska)
+    warnings: list[str] = field(default_factory=list)  # sentences: what was skipped, filled or re-encoded
+    frames_filled: int = 0  # frames that did not decode and repeat the one before
+    resumed_from: int | None = None  # the frame a restarted job went on from (its last run's)
+    attempt: int = 1  # runs so far: a replica that takes the job over claims the next one
 
     @property
     def progress(self) -> float:
@@ -67,7 +80,19 @@ class JobState:
             "frames_done": self.frames_done,
             "frames_total": self.frames_total,
             "error": self.error,
+            "warnings": self.warnings,
+            "frames_filled": self.frames_filled,
+            "output": self.output,
+            "resumed_from": self.resumed_from,
         }
+
+
+@dataclass
+class Checkpoint:
+    """The finished part of a job: segments 0 .. segments-1, holding the first ``frames`` frames."""
+
+    segments: int = 0
+    frames: int = 0
 
 
 def valid_id(job_id: str) -> bool:
@@ -105,11 +130,91 @@ class JobStore:
         found = sorted(self.dir(job_id).glob("input*"))
         return found[0] if found else None
 
-    def result_path(self, job_id: str) -> Path:
-        return self.dir(job_id) / RESULT_FILE
+    def result_path(self, job_id: str, suffix: str = ".mp4") -> Path:
+        return self.dir(job_id) / f"result{suffix}"
 
-    def partial_path(self, job_id: str) -> Path:
-        return self.dir(job_id) / PARTIAL_RESULT
+    def partial_path(self, job_id: str, suffix: str = ".mp4") -> Path:
+        return self.dir(job_id) / f"result.partial{suffix}"
+
+    def find_result(self, job_id: str) -> Path | None:
+        found = [p for p in self.dir(job_id).glob("result.*") if ".partial" not in p.name]
+        return found[0] if found else None
+
+    # -- what a resumed run needs ----------------------------------------------------------------------
+
+    def write_job(self, job_id: str, output: str, hints: dict[str, np.ndarray] | None) -> None:
+        _private_write(self.dir(job_id) / JOB_FILE, json.dumps({"output": output}).encode())
+        if hints is not None:
+            with (self.dir(job_id) / HINTS_FILE).open("wb") as f:
+                np.savez(f, **cast(dict[str, Any], hints))
+            os.chmod(self.dir(job_id) / HINTS_FILE, 0o600)
+
+    def read_job(self, job_id: str) -> tuple[str, dict[str, np.ndarray] | None]:
+        output = json.loads((self.dir(job_id) / JOB_FILE).read_bytes())["output"]
+        path = self.dir(job_id) / HINTS_FILE
+        if not path.is_file():
+            return output, None
+        with np.load(path) as saved:
+            return output, {k: saved[k] for k in saved.files}
+
+    def segment_path(self, job_id: str, index: int) -> Path:
+        folder = self.dir(job_id) / SEGMENTS_DIR
+        folder.mkdir(mode=0o700, exist_ok=True)
+        return folder / f"{index:06d}.seg"
+
+    def segments(self, job_id: str, count: int) -> list[Path]:
+        return [self.segment_path(job_id, i) for i in range(count)]
+
+    def checkpoint(self, job_id: str, done: Checkpoint, smoother: dict[str, np.ndarray]) -> None:
+        """Record a finished segment: first the smoothing state after it, then (atomically) the checkpoint."""
+        job = self.dir(job_id)
+        state_path = job / f"smoother-{done.segments}.npz"
+        with state_path.open("wb") as f:
+            np.savez(f, **cast(dict[str, Any], smoother))
+        os.chmod(state_path, 0o600)
+        temp = job / f".{CHECKPOINT_FILE}.{uuid.uuid4().hex[:8]}"
+        _private_write(temp, json.dumps(asdict(done)).encode())
+        os.replace(temp, job / CHECKPOINT_FILE)
+        (job / f"smoother-{done.segments - 1}.npz").unlink(missing_ok=True)
+
+    def read_checkpoint(self, job_id: str) -> tuple[Checkpoint, dict[str, np.ndarray] | None]:
+        """The last checkpoint and its smoothing state; segments past it (a crash mid-write) are removed."""
+        job = self.dir(job_id)
+        try:
+            done = Checkpoint(**json.loads((job / CHECKPOINT_FILE).read_bytes()))
+        except (FileNotFoundError, ValueError, TypeError):
+            done = Checkpoint()
+        smoother = None
+        if done.segments:
+            with np.load(job / f"smoother-{done.segments}.npz") as saved:
+                smoother = {k: saved[k] for k in saved.files}
+        folder = job / SEGMENTS_DIR
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if not (path.suffix == ".seg" and path.stem.isdigit() and int(path.stem) < done.segments):
+                    path.unlink(missing_ok=True)
+        return done, smoother
+
+    def discard_work(self, job_id: str, keep_result: bool = False) -> None:
+        """Everything but status.json (and the result, if asked): the upload, segments, checkpoints."""
+        job = self.dir(job_id)
+        shutil.rmtree(job / SEGMENTS_DIR, ignore_errors=True)
+        keep = {STATUS_FILE}
+        if keep_result and (result := self.find_result(job_id)) is not None:
+            keep.add(result.name)
+        for path in job.iterdir() if job.is_dir() else []:
+            if path.name not in keep and path.is_file():
+                path.unlink(missing_ok=True)
+
+    def claim(self, job_id: str, attempt: int) -> bool:
+        """True for the one replica that creates claim-<attempt> first: it runs the job's attempt-th run."""
+        try:
+            _private_write(self.dir(job_id) / f"claim-{attempt}", b"")
+        except FileExistsError:
+            return False
+        except FileNotFoundError:
+            return False
+        return True
 
     def save_upload(self, job_id: str, source: BinaryIO, suffix: str, quota: int) -> tuple[Path, int]:
         """Copy the upload into the job (0600): its path and size. Past the quota it is removed and

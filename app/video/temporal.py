@@ -36,6 +36,16 @@ class TemporalSmoother:
         self._ab: np.ndarray | None = None  # (2, h, w) smoothed ab
         self.cuts = 0
 
+    def state(self) -> dict[str, np.ndarray]:
+        """What a resumed job needs to go on exactly where this one stopped (saved with each finished chunk)."""
+        if self._l is None or self._ab is None:
+            return {"cuts": np.array(self.cuts)}
+        return {"l": self._l, "ab": self._ab, "cuts": np.array(self.cuts)}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        self._l, self._ab = state.get("l"), state.get("ab")
+        self.cuts = int(state["cuts"])
+
     def update(self, small_l: np.ndarray, ab: np.ndarray) -> np.ndarray:
         """(1, S, S) model input and its (2, h, w) ab -> the smoothed (2, h, w) ab for this frame."""
         if self.smoothing == 0.0:
