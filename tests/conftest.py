@@ -1,8 +1,11 @@
-"""Shared fixtures: real uvicorn servers on free ports, running the real model, and real test images."""
+"""Shared fixtures: real servers on free ports, started as production starts them (`colorizer serve`, the Dockerfile's
+command), running the real model; helpers to hold uploads at their last byte and to wait on conditions; real test
+images."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import httpx
@@ -45,23 +49,13 @@ class Server:
 
 
 def launch(tmp: Path, env: dict[str, str] | None = None, ready_timeout: float = 60, cwd: Path = ROOT) -> Server:
-    """Start ``uvicorn app.main:app`` in a subprocess (serving the ``app/`` under ``cwd``) and wait until /readyz
-    answers 200."""
+    """Start ``colorizer serve`` (``app/cli.py``, the Dockerfile's command; the ``app/`` under ``cwd``) in a subprocess
+    and wait until /readyz answers 200. Host, port and the drain timeout come from the CLI, as in production."""
     port = free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {**os.environ, "COLORIZER_MODEL_PATH": str(MODEL), "COLORIZER_PROVIDERS": "cpu", **(env or {})}
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--timeout-graceful-shutdown",
-        full_env.get("COLORIZER_DRAIN_TIMEOUT_S", "30"),
-    ]
+    # `python -m app.cli` is the `colorizer` console script (app.cli:main), but imports the app under `cwd`.
+    cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
@@ -104,6 +98,88 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             server.process.wait()
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` s (a bound for a hung test, not a speed check)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.05)
+
+
+def metric(text: str, name: str) -> float:
+    """A sample from /metrics text; 0 when absent (a labelled counter appears at its first increment)."""
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def gauge(url: str, name: str) -> float:
+    return metric(httpx.get(url + "/metrics", timeout=30).text, name)
+
+
+def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    """A one-file multipart body and its Content-Type."""
+    boundary = "colorizer-test-boundary-7c1e"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+class HeldUpload:
+    """A request on its own raw socket, sent but for its last byte: the server has it (headers and almost all of the
+    body) and can do nothing with it until ``release()``. That holds a request in flight on purpose, for as long as a
+    test needs, without mocking anything; and many released together arrive together."""
+
+    def __init__(self, url: str, path: str, body: bytes, content_type: str, headers: dict[str, str] | None = None):
+        where = urlsplit(url)
+        self.sock = socket.create_connection((where.hostname, where.port), timeout=120)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {where.netloc}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n"
+        )
+        self.sock.sendall(head.encode() + body[:-1])
+        self.last = body[-1:]
+
+    def release(self) -> None:
+        self.sock.sendall(self.last)
+
+    def answer(self) -> tuple[int, dict[str, str], bytes]:
+        """Status, headers (lower-case names) and body of the answer; the server closes the connection after it."""
+        data = b""
+        while chunk := self.sock.recv(65536):
+            data += chunk
+        self.sock.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+        if headers.get("transfer-encoding") == "chunked":
+            body = dechunk(body)
+        return int(status_line.split()[1]), headers, body
+
+
+def dechunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size, _, rest = body.partition(b"\r\n")
+        n = int(size.split(b";")[0], 16)
+        if n == 0:
+            break
+        out, body = out + rest[:n], rest[n + 2 :]
+    return out
+
+
+def hold_uploads(url: str, images: list[bytes], path: str = "/colorize") -> list[HeldUpload]:
+    """One held multipart upload per image."""
+    held = []
+    for i, data in enumerate(images):
+        body, ctype = multipart("file", f"held-{i}.png", data)
+        held.append(HeldUpload(url, path, body, ctype))
+    return held
+
+
 def photo_like(height: int = 240, width: int = 320, seed: int = 0) -> np.ndarray:
     """A colour test scene (sky, sun, grass, a red house) as uint8 BGR: real structure, made by code."""
     rng = np.random.default_rng(seed)
@@ -122,6 +198,24 @@ def photo_like(height: int = 240, width: int = 320, seed: int = 0) -> np.ndarray
 def gray_png(height: int = 240, width: int = 320) -> bytes:
     gray = cv2.cvtColor(photo_like(height, width), cv2.COLOR_BGR2GRAY)
     return cv2.imencode(".png", gray)[1].tobytes()
+
+
+def noise_png(height: int, width: int) -> bytes:
+    """Incompressible: a few megabytes, so multipart spools it to a temp file (past 1 MB) and responses are big."""
+    noise = np.random.default_rng(height).integers(0, 256, (height, width), dtype=np.uint8)
+    return cv2.imencode(".png", noise, [cv2.IMWRITE_PNG_COMPRESSION, 0])[1].tobytes()
+
+
+def open_files_under(pid: int, folder: Path) -> list[str]:
+    """The process's open files under ``folder`` (spooled uploads are unlinked at once: only /proc shows them)."""
+    fds = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd).startswith(str(folder)):
+                fds.append(str(fd))
+        except FileNotFoundError:
+            continue
+    return fds
 
 
 def decode_png(data: bytes) -> np.ndarray:
