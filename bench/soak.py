@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import itertools
 import json
 import re
@@ -215,6 +216,7 @@ async def open_loop(url: str, item: Item, rate: float, seconds: float) -> dict[s
     /healthz probed every 100 ms on its own connection."""
     rng = np.random.default_rng(1)
     results: list[tuple[int, float, str]] = []
+    spans: list[tuple[int, float, float, str]] = []  # status, sent, answered, Retry-After: for the backlog check
     retries: list[int] = []  # the status a shed client got when it came back after Retry-After
     shed_count = itertools.count()
     health: list[tuple[int, float]] = []
@@ -223,9 +225,11 @@ async def open_loop(url: str, item: Item, rate: float, seconds: float) -> dict[s
     request, healthz = colorize_request(url, item), rawhttp.get(url, "/healthz")
 
     async def one() -> None:
+        sent = time.perf_counter()
         status, took, headers = await rawhttp.timed(url, request)
         retry_after = headers.get("retry-after", "")
         results.append((status, took, retry_after))
+        spans.append((status, sent, sent + took, retry_after))
         # Is Retry-After honest: a client coming back after it, is it served? One shed client in ten comes back, so
         # the retries measure it without adding much to the offered load.
         if status == 503 and retry_after.isdigit() and next(shed_count) % 10 == 0:
@@ -258,6 +262,7 @@ async def open_loop(url: str, item: Item, rate: float, seconds: float) -> dict[s
         "shed_fraction": len(shed) / max(len(results), 1),
         "shed_with_retry_after": sum(1 for r in shed if r[2].isdigit()),
         "retry_after_s": stats([float(r[2]) for r in shed if r[2].isdigit()]),  # in seconds, despite the _ms names
+        "retry_after_covers_backlog": backlog_cleared(spans),
         "retried": len(retries),
         "served_on_retry": sum(1 for r in retries if r == 200) / max(len(retries), 1),
         "accepted": stats([t for s, t, _ in results if s == 200]),
@@ -265,6 +270,23 @@ async def open_loop(url: str, item: Item, rate: float, seconds: float) -> dict[s
         "healthz": stats([t for _, t in health]),
         "healthz_failures": sum(1 for s, _ in health if s != 200),
     }
+
+
+def backlog_cleared(spans: list[tuple[int, float, float, str]]) -> float:
+    """Share of 503s whose Retry-After was honest about the backlog: every request accepted (200) that was sent
+    before the 503 came back had been answered by the time that Retry-After ran out. Under overload that does not let
+    up, new arrivals fill the line again, so this (not "served on coming back") is what the number can promise."""
+    accepted = sorted((sent, answered) for status, sent, answered, _ in spans if status == 200)
+    sent_times = [sent for sent, _ in accepted]
+    latest_answer = list(itertools.accumulate((answered for _, answered in accepted), max))
+    honest = total = 0
+    for status, _, answered, retry_after in spans:
+        if status != 503 or not retry_after.isdigit():
+            continue
+        total += 1
+        ahead = bisect.bisect_right(sent_times, answered)  # accepted requests sent before this refusal arrived
+        honest += ahead == 0 or latest_answer[ahead - 1] <= answered + int(retry_after)
+    return honest / max(total, 1)
 
 
 HISTOGRAMS = {
