@@ -92,9 +92,28 @@ def gray_alpha_png() -> bytes:
     return pil_encode(Image.fromarray(np.dstack([gray(), alpha_mask()]), "LA"), "PNG")
 
 
+def low_byte(shape: tuple[int, ...]) -> np.ndarray:
+    """128..255, varying from pixel to pixel: a 16-bit sample's low byte that differs from its high byte."""
+    index = np.arange(int(np.prod(shape)), dtype=np.uint32).reshape(shape)
+    return (128 + (index * 37 + index // 7) % 128).astype(np.uint16)
+
+
+@cache
 def gray16() -> np.ndarray:
-    """16-bit gray using the low byte too, so a decoder that keeps only 8 bits still gets the picture right."""
-    return (gray().astype(np.uint16) << 8) | gray().astype(np.uint16)
+    """16-bit gray whose low byte matters: a darkish scene (high byte 20..115) with low bytes of 128..255, so
+    every sample is 0.05..0.9 of an 8-bit step above its high byte. A decoder that kept only the high byte (or
+    swapped the bytes) reads a different, darker picture; v × 257 would hide both, its two bytes being equal."""
+    return (gray().astype(np.uint16) // 2 << 8) | low_byte(gray().shape)
+
+
+@cache
+def bgr16() -> np.ndarray:
+    return (scene().astype(np.uint16) // 2 << 8) | low_byte(scene().shape)
+
+
+def as_8bit(img16: np.ndarray) -> np.ndarray:
+    """What a viewer shows of a 16-bit image on an 8-bit screen."""
+    return np.rint(img16 / 257).astype(np.uint8)
 
 
 def float_tiff() -> bytes:
@@ -160,9 +179,9 @@ ACCEPTED: list[Accepted] = [
     Accepted("bgra_png", bgra_png, scene, alpha_mask),
     Accepted("gray_alpha_png", gray_alpha_png, gray, alpha_mask),
     Accepted("palette_png", lambda: pil_encode(Image.fromarray(gray()).convert("P"), "PNG"), gray),
-    Accepted("gray16_png", lambda: cv_encode(".png", gray16()), gray),
-    Accepted("bgr16_png", lambda: cv_encode(".png", scene().astype(np.uint16) * 257), scene),
-    Accepted("bgr16_tiff", lambda: cv_encode(".tiff", scene().astype(np.uint16) * 257), scene),
+    Accepted("gray16_png", lambda: cv_encode(".png", gray16()), lambda: as_8bit(gray16())),
+    Accepted("bgr16_png", lambda: cv_encode(".png", bgr16()), lambda: as_8bit(bgr16())),
+    Accepted("bgr16_tiff", lambda: cv_encode(".tiff", bgr16()), lambda: as_8bit(bgr16())),
     Accepted("float32_tiff", float_tiff, gray),
     Accepted("lzw_gray_tiff", lambda: pil_encode(Image.fromarray(gray()), "TIFF", compression="tiff_lzw"), gray),
     Accepted("gray_jpeg", lambda: cv_encode(".jpg", gray(), [cv2.IMWRITE_JPEG_QUALITY, 95]), gray),

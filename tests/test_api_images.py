@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 
 import cv2
 import httpx
 import numpy as np
 import pytest
+from PIL import Image, ImageOps
 
 from app.cores import available_cores
+from app.pipeline import prepare
 from tests.conftest import Server, colourfulness, decode_png, gray_png, photo_like
+from tests.corpus import bgr16, cv_encode, gray16
 
 
 def post_file(server: Server, data: bytes, name: str = "photo.png", **params: str) -> httpx.Response:
@@ -60,16 +64,42 @@ def test_alpha_is_kept(live_server: Server) -> None:
     np.testing.assert_array_equal(out[:, :, 3], bgra[:, :, 3])
 
 
-def test_16_bit_gray_is_accepted(live_server: Server) -> None:
-    gray16 = cv2.cvtColor(photo_like(), cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257
-    r = post_file(live_server, cv2.imencode(".png", gray16)[1].tobytes())
+def lightness_of(img: np.ndarray) -> np.ndarray:
+    """CIE L of an 8- or 16-bit gray or BGR(A) image, at the image's own precision."""
+    bgr = img[:, :, :3] if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    scale = 65535.0 if img.dtype == np.uint16 else 255.0
+    return cv2.cvtColor(bgr.astype(np.float32) / scale, cv2.COLOR_BGR2Lab)[:, :, 0]
+
+
+SIXTEEN_BIT = [("gray16_png", ".png", gray16), ("bgr16_png", ".png", bgr16), ("bgr16_tiff", ".tiff", bgr16)]
+
+
+@pytest.mark.parametrize(("name", "ext", "source"), SIXTEEN_BIT, ids=[n for n, _, _ in SIXTEEN_BIT])
+def test_16_bit_input_is_read_at_16_bits(
+    live_server: Server, name: str, ext: str, source: Callable[[], np.ndarray]
+) -> None:
+    """The lightness is the 16-bit truth, not the high byte's: the corpus's 16-bit samples have low bytes that
+    move them 0.05..0.9 of an 8-bit step (tests/corpus.py), so keeping 8 bits is off by about 0.3 L throughout."""
+    img16 = source()
+    data = cv_encode(ext, img16)
+    truth = lightness_of(img16)
+    truncated = lightness_of((img16 >> 8).astype(np.uint8))
+    assert np.abs(truncated - truth).max() > 0.3  # the test image can tell a truncating decoder from a right one
+    # The service's own decode path (app.pipeline.prepare, as /colorize calls it) keeps every bit.
+    prepared = prepare(data, 64, 50_000_000)
+    assert np.abs(prepared.full_l - truth).max() < 0.01
+    # Over HTTP the answer is an 8-bit PNG, so each pixel's L is within about one 8-bit step of the truth: the
+    # typical pixel is 0.1 L off, where a decoder keeping the high byte measured 0.32-0.35 L.
+    r = post_file(live_server, data, name=name)
     assert r.status_code == 200, r.text
-    assert decode_png(r.content).shape == (240, 320, 3)
+    out = decode_png(r.content)
+    assert out.shape[:2] == img16.shape[:2]
+    assert np.median(np.abs(lightness_of(out) - truth)) < 0.2
 
 
 def exif_rotated_jpeg(img: np.ndarray, orientation: int) -> bytes:
     """A JPEG whose EXIF says 'rotate me', as phones write them."""
-    jpeg = cv2.imencode(".jpg", img)[1].tobytes()
+    jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
     ifd = b"MM\x00*\x00\x00\x00\x08" + b"\x00\x01" + b"\x01\x12\x00\x03\x00\x00\x00\x01" + bytes([0, orientation, 0, 0])
     ifd += b"\x00\x00\x00\x00"
     app1 = b"Exif\x00\x00" + ifd
@@ -78,10 +108,23 @@ def exif_rotated_jpeg(img: np.ndarray, orientation: int) -> bytes:
 
 
 def test_exif_orientation_is_applied(live_server: Server) -> None:
-    gray = cv2.cvtColor(photo_like(240, 320), cv2.COLOR_BGR2GRAY)
-    r = post_file(live_server, exif_rotated_jpeg(gray, 6), name="phone.jpg")  # 6 = rotate 90° clockwise
-    assert r.status_code == 200, r.text
-    assert decode_png(r.content).shape[:2] == (320, 240)
+    """All eight orientations over HTTP, judged by pixel content against Pillow's exif_transpose: the answer's
+    lightness must match the right turn and be far from every other (a shape check cannot tell 90° from 270°)."""
+    gray = cv2.cvtColor(photo_like(120, 160), cv2.COLOR_BGR2GRAY) // 2
+    gray = gray + np.linspace(0, 120, 160, dtype=np.uint8)[None, :]  # a left-to-right ramp: no turn or flip looks alike
+    jpegs = {o: exif_rotated_jpeg(gray, o) for o in range(1, 9)}
+    views = {o: np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(j))).convert("L")) for o, j in jpegs.items()}
+    for orientation, jpeg in jpegs.items():
+        r = post_file(live_server, jpeg, name="phone.jpg")
+        assert r.status_code == 200, r.text
+        l_out = lightness_of(decode_png(r.content))
+        distance = {
+            o: float(np.median(np.abs(l_out - lightness_of(v)))) if v.shape == l_out.shape else np.inf
+            for o, v in views.items()
+        }
+        assert distance[orientation] < 1.5, (orientation, distance)
+        others = [d for o, d in distance.items() if o != orientation]
+        assert min(others) > 5, (orientation, distance)
 
 
 def test_batch_returns_a_zip_in_request_order(live_server: Server) -> None:
