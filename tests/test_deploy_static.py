@@ -29,6 +29,9 @@ DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+PROMETHEUS_CPU = ROOT / "deploy" / "prometheus" / "prometheus.cpu.yml"
+PROMETHEUS_K8S = ROOT / "deploy" / "prometheus" / "kubernetes.yml"
+RULE_FILES = sorted((ROOT / "deploy" / "prometheus").glob("*.rules.yml"))
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "colorizer.json"
 K8S = ROOT / "deploy" / "k8s"
@@ -249,8 +252,8 @@ def test_compose_schema_catches_a_typo(compose_schema: dict[str, Any]) -> None:
 
 
 def seconds(duration: str) -> float:
-    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
-    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration))
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|d|h|m|s)", duration))
 
 
 def test_compose_gpu_service() -> None:
@@ -305,12 +308,73 @@ def test_prometheus_scrapes_the_service() -> None:
     assert "colorizer:8000" in targets
 
 
-def test_promtool_accepts_the_prometheus_config() -> None:
+@pytest.mark.parametrize("path", [PROMETHEUS, PROMETHEUS_CPU], ids=lambda p: p.name)
+def test_promtool_accepts_the_prometheus_config(path: Path) -> None:
+    """`check config` also checks the rule files the config loads, so it fails if they are not found."""
     promtool = shutil.which("promtool")
     if not promtool:
         pytest.skip("promtool is absent: `apt-get install prometheus` (Debian) provides it")
-    result = run(promtool, "check", "config", str(PROMETHEUS))
+    result = run(promtool, "check", "config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(RULE_FILES)} rule files found" in result.stdout, result.stdout
+
+
+def test_promtool_accepts_the_kubernetes_prometheus_config(tmp_path: Path) -> None:
+    """Debian builds Prometheus without Kubernetes discovery, so promtool checks the file with a static target in
+    its place: every other key, the relabelling included, is checked as written."""
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.skip("promtool is absent: `apt-get install prometheus` (Debian) provides it")
+    config = yaml.safe_load(PROMETHEUS_K8S.read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "colorizer"]
+    assert job.pop("kubernetes_sd_configs") == [{"role": "pod"}]
+    job["static_configs"] = [{"targets": ["pod:8000"]}]
+    config["rule_files"] = [str(PROMETHEUS.parent / glob) for glob in config["rule_files"]]
+    path = tmp_path / "kubernetes.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = run(promtool, "check", "config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(RULE_FILES)} rule files found" in result.stdout, result.stdout
+
+
+def expected_provider(job: dict[str, Any]) -> str:
+    (relabel,) = [r for r in job["relabel_configs"] if r.get("target_label") == "expected_provider"]
+    return str(relabel["replacement"])
+
+
+def test_each_prometheus_expects_the_provider_its_deployment_runs() -> None:
+    """The GPU and CPU compose configs differ only in expected_provider; the Kubernetes config reads it from the
+    pods' annotation, which each Deployment sets to its own provider."""
+    gpu, cpu = (yaml.safe_load(p.read_text()) for p in (PROMETHEUS, PROMETHEUS_CPU))
+    (gpu_job,) = [j for j in gpu["scrape_configs"] if j["job_name"] == "colorizer"]
+    (cpu_job,) = [j for j in cpu["scrape_configs"] if j["job_name"] == "colorizer"]
+    assert expected_provider(gpu_job) == "CUDAExecutionProvider"
+    assert expected_provider(cpu_job) == "CPUExecutionProvider"
+    for relabel in cpu_job["relabel_configs"]:
+        if relabel.get("target_label") == "expected_provider":
+            relabel["replacement"] = "CUDAExecutionProvider"
+    assert cpu == gpu, "prometheus.cpu.yml must stay prometheus.yml with only expected_provider changed"
+    k8s = yaml.safe_load(PROMETHEUS_K8S.read_text())
+    (k8s_job,) = [j for j in k8s["scrape_configs"] if j["job_name"] == "colorizer"]
+    (relabel,) = [r for r in k8s_job["relabel_configs"] if r.get("target_label") == "expected_provider"]
+    annotation = "colorizer.io/expected-provider"
+    meta = "__meta_kubernetes_pod_annotation_" + re.sub(r"[^a-zA-Z0-9_]", "_", annotation)
+    assert relabel["source_labels"] == [meta]
+    for variant, provider in (("gpu", "CUDAExecutionProvider"), ("cpu", "CPUExecutionProvider")):
+        pod = k8s_object("Deployment", f"colorizer-{variant}")["spec"]["template"]["metadata"]
+        assert pod["annotations"][annotation] == provider, variant
+    for config in (gpu, cpu, k8s):
+        assert config["rule_files"] == ["*.rules.yml"], "every Prometheus loads the same rule files"
+
+
+def test_compose_prometheus_loads_the_rules_and_keeps_the_slo_window() -> None:
+    prometheus = untag(load_compose(COMPOSE))["services"]["prometheus"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prometheus["volumes"], "the rule files must be mounted"
+    merged = merge(load_compose(COMPOSE), load_compose(COMPOSE_CPU))["services"]["prometheus"]
+    for service, config in ((prometheus, "prometheus.yml"), (merged, "prometheus.cpu.yml")):
+        assert f"--config.file=/etc/prometheus/{config}" in service["command"]
+        retention = next(a for a in service["command"] if a.startswith("--storage.tsdb.retention.time="))
+        assert seconds(retention.split("=")[1]) >= 30 * 86400, "the SLOs are over 30 days"
 
 
 # ---- Grafana ---------------------------------------------------------------------------------------
@@ -328,6 +392,8 @@ def test_dashboard_panels_each_have_a_query_on_the_provisioned_datasource() -> N
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     for panel in dashboard["panels"]:
+        if panel["type"] == "row":  # a row only heads the panels below it
+            continue
         exprs = [t.get("expr", "").strip() for t in panel.get("targets", [])]
         assert exprs, f"panel {panel['title']!r} has no query"
         assert all(exprs), f"panel {panel['title']!r} has an empty query"
@@ -348,6 +414,11 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
         "sum by (status, code) (rate(colorizer_errors_total",
         "colorizer_images_total",
         "colorizer_model_info",
+        # the SLO row: each objective over 30 days, its budget left, and the burn rate per alerting window
+        "1 - colorizer:slo_availability_errors:ratio_rate30d",
+        "1 - colorizer:slo_latency_slow:ratio_rate30d",
+        "colorizer:slo_availability_errors:ratio_rate1h / (1 - colorizer:slo_availability:objective)",
+        "colorizer:slo_latency_slow:ratio_rate1h / (1 - colorizer:slo_latency:objective)",
     ]:
         assert needle in exprs, f"no dashboard query contains {needle!r}"
 
