@@ -1,7 +1,8 @@
-"""Every metric the Grafana dashboard queries is one the running service exports.
+"""Every metric the Grafana dashboard and the alerting rules query is one the running service exports, or one the
+rules record.
 
-A renamed metric does not break the service or its unit tests; it silently empties a dashboard panel.
-This reads the metric names out of the dashboard's PromQL and looks for each in a real server's /metrics.
+A renamed metric does not break the service or its unit tests; it silently empties a dashboard panel, or silences
+an alert. This reads the metric names out of the PromQL and looks for each in a real server's /metrics.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
+import yaml
 
 from tests.conftest import Server
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "dashboards" / "colorizer.json"
+RULE_FILES = sorted((DASHBOARD.parents[2] / "prometheus").glob("*.rules.yml"))
 # The series names a histogram or summary family adds to its own name, and the one a counter adds.
 FAMILY_SUFFIXES = {"_bucket": {"histogram"}, "_sum": {"histogram", "summary"}, "_count": {"histogram", "summary"}}
 COUNTER_SUFFIX = "_total"
@@ -29,6 +32,31 @@ def dashboard_metric_names() -> set[str]:
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
     return {name for expr in exprs for name in re.findall(r"\bcolorizer_[a-zA-Z0-9_:]*", expr)}
+
+
+def rules() -> list[dict[str, str]]:
+    groups = [group for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def rule_metric_names() -> set[str]:
+    """Service metric names in the alerting and recording rules' PromQL."""
+    return {name for rule in rules() for name in re.findall(r"\bcolorizer_[a-zA-Z0-9_]*", rule["expr"])}
+
+
+def recorded_names_used() -> set[str]:
+    """Recording-rule names (`colorizer:...`) that the dashboard and the alerts query."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    exprs += [rule["expr"] for rule in rules()]
+    return {name for expr in exprs for name in re.findall(r"\bcolorizer:[a-zA-Z0-9_:]*", expr)}
+
+
+def test_every_recorded_series_queried_is_recorded() -> None:
+    used = recorded_names_used()
+    assert len(used) >= 10, f"found only {sorted(used)}: the extraction is broken"
+    recorded = {rule["record"] for rule in rules() if "record" in rule}
+    assert not used - recorded, f"queried but recorded by no rule: {sorted(used - recorded)}"
 
 
 def exposition(text: str) -> tuple[set[str], dict[str, str]]:
@@ -104,4 +132,8 @@ def test_every_dashboard_metric_is_exported(live_server: Server) -> None:
     samples, types = exposition(scrape.text)
     missing = sorted(n for n in names if not exported(n, samples, types))
     assert not missing, f"the dashboard queries metrics the service does not export: {missing}"
+    in_rules = rule_metric_names()
+    assert len(in_rules) >= 10, f"found only {sorted(in_rules)} in the rules: the extraction is broken"
+    missing = sorted(n for n in in_rules if not exported(n, samples, types))
+    assert not missing, f"the alerting rules query metrics the service does not export: {missing}"
     assert any(line.startswith("colorizer_request_duration_seconds_bucket{") for line in scrape.text.splitlines())

@@ -110,5 +110,5 @@ def test_the_burn_rate_alerts_use_the_recorded_objectives() -> None:
             found = re.findall(r"\((\d+(?:\.\d+)?) \* (\d+(?:\.\d+)?)\)", expr)
             assert {f for f, _ in found} == factors, expr
             assert [float(b) for _, b in found] == pytest.approx([budget] * 4), expr
-    slow = [r["expr"] for name, r in recorded.items() if name.startswith("colorizer:slo_latency_slow:")]
+    slow = [expr for name, expr in recorded.items() if name.startswith("colorizer:slo_latency_slow:")]
     assert all(f'le="{float(threshold)}"' in expr for expr in slow), "the latency SLI must use the threshold bucket"
