@@ -1,0 +1,73 @@
+"""`colorizer serve`, the Dockerfile's command, started as the image starts it: the console script, settings from
+COLORIZER_* variables. (Every other end-to-end server is started through the same CLI by tests/conftest.py, with
+--host and --port flags.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import MODEL, ROOT, free_port, gray_png, hold_uploads, wait_until
+
+COLORIZER = Path(sys.executable).parent / "colorizer"  # the console script pip installed (app.cli:main)
+
+
+def test_colorizer_serve_takes_host_port_and_drain_timeout_from_the_environment(tmp_path: Path) -> None:
+    """Host and port: it listens on COLORIZER_HOST:COLORIZER_PORT (127.0.0.2, so a server that ignored the host and
+    bound 127.0.0.1 or 0.0.0.0 is caught). Drain timeout: a request that never finishes arriving is held in flight
+    when SIGTERM lands; with COLORIZER_DRAIN_TIMEOUT_S=0.5 the process gives up on it and exits. Without the setting
+    reaching uvicorn (or rounded down to 0, which uvicorn reads as 'wait for ever') it would never exit."""
+    if not COLORIZER.exists():
+        pytest.fail(f"{COLORIZER} is missing: install the project (`make setup-dev`) so the console script exists")
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),  # this checkout's app/, whichever one the venv was installed from
+        "COLORIZER_MODEL_PATH": str(MODEL),
+        "COLORIZER_PROVIDERS": "cpu",
+        "COLORIZER_HOST": "127.0.0.2",
+        "COLORIZER_PORT": str(port),
+        "COLORIZER_DRAIN_TIMEOUT_S": "0.5",
+    }
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([str(COLORIZER), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.2:{port}"
+
+    def ready() -> bool:
+        assert process.poll() is None, log_path.read_text()
+        try:
+            return httpx.get(url + "/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(ready, 90, "colorizer serve ready on 127.0.0.2")
+        assert httpx.post(url + "/colorize", files={"file": ("a.png", gray_png(32, 48))}, timeout=60).status_code == 200
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)  # bound to the host asked for, not all
+
+        (held,) = hold_uploads(url, [gray_png(64, 64)])  # never released: in flight until the drain gives up
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        held.sock.close()
+        log = log_path.read_text()
+        assert "SIGTERM: draining" in log
+        assert "timeout graceful shutdown exceeded" in log, log[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_dockerfile_runs_colorizer_serve() -> None:
+    """What the test above starts is what the image runs."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'CMD ["colorizer", "serve"]' in dockerfile
+    assert "COLORIZER_HOST=0.0.0.0" in dockerfile
