@@ -108,3 +108,22 @@ def test_unknown_config_key_is_an_error() -> None:
     with pytest.raises(SystemExit):
         parse_config(["--no_such_key", "1"])
     assert parse_config(["--lr", "0.01", "--resume", "false"]).resume is False
+
+
+def test_cut_outs_are_pasted_on_photos_and_sometimes_on_a_plain_gray_backdrop() -> None:
+    from train.data import PLAIN_BACKDROP_SHARE, RandomCrops
+
+    rng = np.random.default_rng(0)
+    photo = np.dstack([rng.integers(0, 256, (96, 96, 3), dtype=np.uint8), np.full((96, 96), 255, np.uint8)])
+    cutout = np.zeros((64, 64, 4), np.uint8)
+    cutout[24:40, 24:40] = (0, 0, 255, 255)  # a red square; the rest transparent
+    crops = RandomCrops([photo, cutout], 32, 0.5, seed=1)
+    draws = 400
+    plain = 0
+    for _ in range(draws):
+        bg = crops.backdrop(np.random.default_rng(rng.integers(1 << 30)))[:, :, :3]  # a photo crop keeps its alpha
+        assert bg.shape == (32, 32, 3)
+        assert bg.dtype == np.uint8
+        if (bg == bg[0, 0, 0]).all():  # one gray level everywhere
+            plain += 1
+    assert 0.5 * PLAIN_BACKDROP_SHARE * draws < plain < 1.5 * PLAIN_BACKDROP_SHARE * draws

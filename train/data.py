@@ -98,6 +98,9 @@ def load_cached(root: str, relpaths: list[str], cache_dir: str, max_side: int) -
     return [im for im in images if min(im.shape[:2]) >= MIN_SIDE]
 
 
+PLAIN_BACKDROP_SHARE = 0.3  # cut-outs pasted on a plain gray backdrop rather than on a photo
+
+
 def has_cutout(img: np.ndarray) -> bool:
     """True for cut-outs: a real share of the pixels is transparent."""
     return bool((img[:, :, 3] < 128).mean() > 0.02)
@@ -171,6 +174,14 @@ class RandomCrops(IterableDataset[tuple[torch.Tensor, ...]]):
         self.order = images
         self.p = weights / weights.sum()
 
+    def backdrop(self, rng: np.random.Generator) -> np.ndarray:
+        """What a cut-out is pasted on: usually a crop of a photo, sometimes a plain neutral backdrop of random
+        lightness. Without the plain ones the model never saw a large featureless area that is truly gray (a studio
+        backdrop, a scanned page's margin, an overcast sky) and tinted them all."""
+        if rng.random() < PLAIN_BACKDROP_SHARE:
+            return np.full((self.size, self.size, 3), rng.integers(30, 226), np.uint8)
+        return random_crop(self.photos[rng.integers(len(self.photos))], self.size, self.min_fraction, rng)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         info = get_worker_info()
         rank = int(os.environ.get("RANK", "0"))
@@ -178,8 +189,7 @@ class RandomCrops(IterableDataset[tuple[torch.Tensor, ...]]):
         while True:
             img = self.order[rng.choice(len(self.order), p=self.p)]
             if has_cutout(img) and self.photos:
-                bg = random_crop(self.photos[rng.integers(len(self.photos))], self.size, self.min_fraction, rng)
-                crop = composite(bg, img, rng)
+                crop = composite(self.backdrop(rng), img, rng)
             else:
                 crop = random_crop(img, self.size, self.min_fraction, rng)
             s = to_sample(crop)
