@@ -11,8 +11,18 @@ import av
 import numpy as np
 import pytest
 
-from app.video.media import InvalidMedia, UnsupportedMedia, VideoReader, VideoWriter, probe
-from app.video.store import JobState, JobStore, QuotaExceeded, valid_id
+from app.video.media import (
+    OUTPUTS,
+    Encoding,
+    InvalidMedia,
+    Timeline,
+    UnsupportedMedia,
+    VideoReader,
+    finish,
+    probe,
+    write_segment,
+)
+from app.video.store import Checkpoint, JobState, JobStore, QuotaExceeded, valid_id
 from app.video.temporal import FlickerMeter, TemporalSmoother
 
 S = 16  # model input size for these tests; ab comes back at half of it, as from the shipped model
@@ -98,6 +108,10 @@ def test_store_is_private_atomic_and_refuses_strange_ids(tmp_path: Path) -> None
         "frames_done": 4,
         "frames_total": 10,
         "error": None,
+        "warnings": [],
+        "frames_filled": 0,
+        "output": "mp4",
+        "resumed_from": None,
     }
     assert store.read("0" * 32) is None
     assert store.read("nope") is None
@@ -133,7 +147,8 @@ def test_probe_refuses_what_is_not_a_video(tmp_path: Path) -> None:
 
 
 def test_audio_mp4_cannot_carry_is_reencoded_and_odd_sizes_are_padded(tmp_path: Path) -> None:
-    """PCM audio in Matroska: the result has AAC of the same length; 95×63 frames become 96×64."""
+    """PCM audio in Matroska: the result has AAC of the same length; 95×63 frames become 96×64. Frames go through
+    segment files (one per chunk, as a job writes them) and are muxed with the sound at the end."""
     src = tmp_path / "pcm.mkv"
     with av.open(str(src), "w") as out:
         video = out.add_stream("mpeg4", rate=25)
@@ -152,17 +167,37 @@ def test_audio_mp4_cannot_carry_is_reencoded_and_odd_sizes_are_padded(tmp_path: 
         out.mux(sound.encode())
     info = probe(src)
     dst = tmp_path / "out.mp4"
+    segments = []
     with VideoReader(src) as reader:
-        writer = VideoWriter(dst, reader, info)
-        while True:
-            frames, audio = reader.read(8)
-            writer.write([f.bgr for f in frames], [f.pts for f in frames], audio)
-            if not frames:
-                break
-        writer.close()
+        encoding = Encoding.choose(OUTPUTS["mp4"], info, reader.video.time_base)
+        timeline = Timeline(info.fps, encoding.time_base)
+        while frames := reader.read(8):
+            segments.append(tmp_path / f"{len(segments)}.seg")
+            write_segment(segments[-1], encoding, [f.bgr for f in frames], [timeline.next(f.pts) for f in frames])
+    assert finish(dst, segments, src, info, encoding) == ["the PCM sound track was re-encoded to AAC"]
     result = probe(dst)
     assert (result.width, result.height, result.frames, result.fps) == (96, 64, 20, Fraction(25))
     assert result.video_codec == "h264"
     assert result.audio_codec == "aac"
     assert abs(result.duration_s - info.duration_s) <= 1 / 25
     assert dst.stat().st_mode & 0o777 == 0o600
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in segments)
+
+
+def test_a_checkpoint_is_whole_and_later_segments_are_dropped(tmp_path: Path) -> None:
+    """A crash after a segment was written but before its checkpoint: the resumed run redoes that chunk."""
+    store = JobStore(tmp_path / "videos")
+    job_id = store.create()
+    smoother = TemporalSmoother()
+    smoother.update(still_l(), np.ones((2, S // 2, S // 2), np.float32))
+    for i in range(3):
+        store.segment_path(job_id, i).write_bytes(b"x")
+    store.checkpoint(job_id, Checkpoint(2, 32), smoother.state())
+    done, saved = store.read_checkpoint(job_id)
+    assert done == Checkpoint(2, 32)
+    assert saved is not None
+    restored = TemporalSmoother()
+    restored.restore(saved)
+    new_ab = np.zeros((2, S // 2, S // 2), np.float32)
+    assert np.array_equal(restored.update(still_l(), new_ab), smoother.update(still_l(), new_ab))
+    assert sorted(p.name for p in (store.dir(job_id) / "segments").iterdir()) == ["000000.seg", "000001.seg"]

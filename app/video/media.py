@@ -25,6 +25,7 @@ import av
 import av.error
 import cv2
 import numpy as np
+from av.audio.frame import AudioFrame
 from av.audio.stream import AudioStream
 from av.codec.context import CodecContext, Flags
 from av.container import InputContainer, OutputContainer
@@ -433,6 +434,7 @@ class _AudioTrack:
         self.name = source.codec_context.name
         self.label = AUDIO_NAMES.get(self.name, "PCM" if self.name.startswith("pcm_") else self.name.upper())
         self.packets = self.bad_packets = self.bad_writes = 0
+        self._next = 0  # the sample the next re-encoded frame starts at, at the earliest
         self.notes: list[str] = []
         self.copy = spec.name == "ffv1" or self.name in COPY_AUDIO  # Matroska carries any codec unchanged
         self.stream: AudioStream
@@ -470,12 +472,20 @@ class _AudioTrack:
                     self.bad_packets += packet.size > 0
                     continue
                 for frame in frames:
-                    frame.pts = None  # the encoder numbers samples itself; a skipped packet must not leave a hole
-                    yield from self.stream.encode(frame)
+                    yield from self.stream.encode(self._retime(frame))
         except av.error.FFmpegError as exc:
             self.notes.append(f"the sound track could not be read past {self.packets} packets ({_reason(exc)})")
         if not self.copy:
             yield from self.stream.encode(None)
+
+    def _retime(self, frame: AudioFrame) -> AudioFrame:
+        """Timestamps in samples, never overlapping: after a skipped packet the next frame keeps its own time (so
+        the sound stays in sync); a source without timestamps is laid end to end."""
+        rate = frame.sample_rate
+        start = round(frame.time * rate) if frame.time is not None else self._next
+        frame.pts, frame.time_base = max(start, self._next), Fraction(1, rate)
+        self._next = frame.pts + frame.samples
+        return frame
 
     def warnings(self) -> list[str]:
         out = list(self.notes)
