@@ -297,3 +297,27 @@ def test_reference_is_offered_only_to_a_model_that_takes_it(session: Session, se
     expect(page.locator("#film-reference")).to_be_hidden()
     expect(page.locator("#film-choose")).to_be_visible()
     assert session.errors == [], session.errors
+
+
+def test_a_damaged_film_comes_back_with_its_warnings_on_the_card(
+    session: Session, server: Server, tmp_path: Path
+) -> None:
+    """Megamind.avi in small (tests/video_corpus.py): AC-3 sound with packets that do not decode. The film is done,
+    and its card lists what the server skipped and re-encoded, as the job status says."""
+    from tests.video_corpus import ac3_avi_bad_audio
+
+    page = session.page
+    open_page(page, server)
+    choose(page, "#film-choose", ac3_avi_bad_audio(tmp_path / "megamind.avi"))
+    card = film_card(page, "megamind.avi")
+    expect(card).to_have_attribute("data-state", "done", timeout=RESULT_TIMEOUT_MS)
+    expect(card.locator(".film-warnings li")).to_have_text(
+        [
+            "The AC-3 sound track was re-encoded to AAC.",
+            "3 of 29 audio packets could not be decoded and were skipped.",
+        ]
+    )
+    job_id = card.get_attribute("data-job")
+    job = httpx.get(f"{server.url}/videos/{job_id}", timeout=10).json()
+    assert len(job["warnings"]) == 2
+    assert session.errors == []

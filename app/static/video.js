@@ -1,6 +1,7 @@
 /* Colorizer films: a video chosen or dropped on the page becomes a job on the server (DESIGN.md, POST /videos).
  * Its card follows the job by polling its status_url: progress, Cancel (DELETE), the failed job's sentence, and
- * the MP4 once done. A reference photo, when set, goes with each film added after it and colours every frame. */
+ * the MP4 once done, with the job's warnings (frames that did not decode and were filled, sound skipped or
+ * re-encoded). A reference photo, when set, goes with each film added after it and colours every frame. */
 (() => {
   "use strict";
 
@@ -131,6 +132,10 @@
     });
     el.cancel.addEventListener("click", () => cancel(film));
     el.remove.addEventListener("click", () => remove(film));
+    el.warnings = document.createElement("ul"); // what the server skipped, filled or re-encoded: said, not hidden
+    el.warnings.className = "film-warnings";
+    el.warnings.hidden = true;
+    el.status.after(el.warnings);
     films.push(film);
     ui.list.append(card);
     page.announce(`Added the film ${name}.`);
@@ -279,6 +284,21 @@
     setState(film, "running", `Colourising… ${frames} (${Math.round(progress * 100)}%)`, progress);
   }
 
+  /** The job's warnings as a list under the status line; a done film with warnings says so to screen readers. */
+  function showWarnings(film, job) {
+    const warnings = Array.isArray(job.warnings) ? job.warnings.map(String) : [];
+    const { warnings: list } = film.el;
+    list.replaceChildren(
+      ...warnings.map((text) => {
+        const item = document.createElement("li");
+        item.textContent = text.charAt(0).toUpperCase() + text.slice(1) + ".";
+        return item;
+      }),
+    );
+    list.hidden = warnings.length === 0;
+    return warnings;
+  }
+
   async function fetchResult(film, job) {
     const frames = Number(job.frames_total) || Number(job.frames_done) || 0;
     setState(film, "running", "Fetching the colour film…", 1);
@@ -304,8 +324,10 @@
     el.video.src = film.resultUrl;
     el.video.hidden = false;
     el.meta.textContent = `${frames} frames · ${page.formatBytes(blob.size)} MP4`;
-    setState(film, "done", `Ready: ${frames} frames in colour.`);
-    page.announce(`${film.name} is ready.`);
+    const filled = Number(job.frames_filled) || 0;
+    setState(film, "done", `Ready: ${frames} frames in colour${filled ? `, ${filled} of them filled` : ""}.`);
+    const warnings = showWarnings(film, job);
+    page.announce(`${film.name} is ready${warnings.length ? ` with ${warnings.length} warnings: ${warnings.join("; ")}` : ""}.`);
   }
 
   // ---------------------------------------------------------------- cancel and remove
