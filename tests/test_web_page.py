@@ -2,7 +2,8 @@
 
 Photos go in through the page's own file input; the checks read what a person would get: the colourised
 picture's pixels in the page, the downloaded PNG, the zip of the whole set, and the API's error sentence
-next to the file that caused it. Screenshots of the finished page are written to docs/screenshots/.
+next to the file that caused it. Screenshots of the finished page are written to docs/screenshots/ when
+UPDATE_SCREENSHOTS=1 is set (tests/browser.py), and to a temporary folder otherwise.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, Request, Route, expect
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: F401  # re-exported for the other browser tests
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, docs_output  # noqa: F401  # re-exported for the browser tests
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 RESULT_TIMEOUT_MS = 180_000  # a CPU-only model on a busy CI machine can be slow; nothing here asserts speed
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -168,7 +168,9 @@ def test_page_is_self_contained_and_labelled(session: Session, live_server: Any)
     assert not session.errors, session.errors
 
 
-def test_colorize_compare_download_zip_and_error(session: Session, live_server: Any, photos: Photos) -> None:
+def test_colorize_compare_download_zip_and_error(
+    session: Session, live_server: Any, photos: Photos, tmp_path: Path
+) -> None:
     page = session.page
     page.goto(live_server.url + "/")
     page.evaluate(RECORD_STATES_JS)
@@ -241,11 +243,10 @@ def test_colorize_compare_download_zip_and_error(session: Session, live_server: 
     page.evaluate("document.activeElement && document.activeElement.blur()")
     page.mouse.move(0, 0)
     page.evaluate("window.scrollTo(0, 0)")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / "web-desktop.png")
+    page.screenshot(path=docs_output("screenshots/web-desktop.png", tmp_path))
     page.set_viewport_size({"width": 390, "height": 844})
     page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=SCREENSHOTS / "web-phone.png")
+    page.screenshot(path=docs_output("screenshots/web-phone.png", tmp_path))
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways on a phone ({width} px wide)"
     page.set_viewport_size({"width": 360, "height": 740})
@@ -337,15 +338,17 @@ DROP_AND_PASTE_JS = """async () => {
 
 
 def test_drop_and_paste_add_photos(session: Session, live_server: Any) -> None:
-    """Drag and drop and paste feed the same queue as the file picker (the answers are staged here)."""
+    """Drag and drop and paste feed the same queue as the file picker, and the real server colourises both."""
     page = session.page
-    png = cv2.imencode(".png", np.full((30, 40, 3), (40, 120, 200), np.uint8))[1].tobytes()
-    page.route("**/colorize", lambda route: route.fulfill(status=200, headers={"Content-Type": "image/png"}, body=png))
     page.goto(live_server.url + "/")
-    assert page.evaluate(DROP_AND_PASTE_JS), "dragging files over the page does not highlight the drop zone"
+    with page.expect_response(lambda r: r.url.endswith("/colorize") and r.status == 200, timeout=RESULT_TIMEOUT_MS):
+        assert page.evaluate(DROP_AND_PASTE_JS), "dragging files over the page does not highlight the drop zone"
     dropped, pasted = card(page, "dropped.png"), card(page, "pasted-1.png")  # clipboard screenshots get a name
-    expect(dropped).to_have_attribute("data-state", "done")
-    expect(pasted).to_have_attribute("data-state", "done")
+    expect(dropped).to_have_attribute("data-state", "done", timeout=RESULT_TIMEOUT_MS)
+    expect(pasted).to_have_attribute("data-state", "done", timeout=RESULT_TIMEOUT_MS)
+    for item in (dropped, pasted):  # the server's answer, at the size of what was dropped or pasted
+        size = item.locator("img.img-after").evaluate("img => [img.naturalHeight, img.naturalWidth]")
+        assert size == [30, 40]
     expect(pasted.locator("a.download")).to_have_attribute("download", "pasted-1-color.png")
     expect(page.locator("body")).not_to_have_class("is-dragging")
 

@@ -21,11 +21,12 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, FilePayload, Locator, Page, Route, expect
 
+from tests.browser import docs_output
 from tests.conftest import MODEL, Server, launch
 from tests.hint_model import export_small_model
 from tests.test_video import write_clip
 from tests.test_web_editor import Sent, parse_form, takes_hints
-from tests.test_web_page import RESULT_TIMEOUT_MS, SCREENSHOTS
+from tests.test_web_page import RESULT_TIMEOUT_MS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -147,8 +148,7 @@ def test_film_shows_progress_and_downloads_as_mp4(session: Session, live_server:
     expect(video).to_be_visible()
     video.evaluate("(v) => { v.muted = true; return v.play(); }")
     page.wait_for_function("(v) => v.ended", arg=video.element_handle(), timeout=RESULT_TIMEOUT_MS)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / "web-video.png", full_page=True, animations="disabled")
+    page.screenshot(path=docs_output("screenshots/web-video.png", tmp_path), full_page=True, animations="disabled")
     page.set_viewport_size({"width": 360, "height": 740})
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 360, f"the page scrolls sideways at 360 px ({width} px wide)"
