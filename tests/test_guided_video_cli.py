@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import cv2
 import httpx
 import numpy as np
@@ -110,3 +111,28 @@ def test_cli_takes_the_apis_hints_json_and_a_reference_for_photos_and_films(tmp_
     result = run_cli(str(photo), "-o", str(tmp_path / "auto"), "--hints", str(hints), model=automatic)
     assert result.returncode == 2
     assert "takes no colour hints" in result.stderr
+
+
+def test_cli_says_what_a_damaged_film_lost_and_writes_the_archival_file(tmp_path: Path) -> None:
+    """`colorizer colorize` on Megamind.avi in small logs the job's warnings; `--video-output ffv1` gives FFV1 in
+    Matroska; a ruined film is reported with its sentence and the exit status says so."""
+    from tests.conftest import MODEL
+    from tests.video_corpus import ac3_avi_bad_audio, mjpeg_ruined_video
+
+    src = ac3_avi_bad_audio(tmp_path / "megamind.avi")
+    result = run_cli(str(src), "-o", str(tmp_path / "out"), model=MODEL)
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" in result.stderr
+    assert "megamind.avi: 3 of 29 audio packets could not be decoded and were skipped" in result.stderr
+    assert "megamind.avi: the AC-3 sound track was re-encoded to AAC" in result.stderr
+    assert len(read_clip(tmp_path / "out" / "megamind.mp4").frames) == 12
+
+    result = run_cli(str(src), "-o", str(tmp_path / "archive"), "--video-output", "ffv1", model=MODEL)
+    assert result.returncode == 0, result.stderr
+    with av.open(str(tmp_path / "archive" / "megamind.mkv")) as c:
+        assert (c.streams.video[0].codec_context.name, c.streams.audio[0].codec_context.name) == ("ffv1", "ac3")
+
+    ruined = mjpeg_ruined_video(tmp_path / "ruined.avi")
+    result = run_cli(str(ruined), "-o", str(tmp_path / "ruined"), model=MODEL)
+    assert result.returncode == 1
+    assert "the video stream is too damaged" in result.stderr
