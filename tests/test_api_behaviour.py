@@ -74,17 +74,20 @@ def test_full_queue_sheds_with_503_and_retry_after(start_server: Callable[..., S
         COLORIZER_MAX_IN_FLIGHT="1",
         COLORIZER_MAX_QUEUE_WAIT_MS="600000",
     )
-    # Sixteen uploads held at their last byte, then released together: they reach admission in the same few
-    # milliseconds, long before the first 2-Mpx image is through. One runs, one waits, the line is full for the rest.
-    answers = release_and_answer(hold_uploads(server.url, [gray_png(1200, 1600)] * 16))
-    codes = sorted(status for status, _, _ in answers)
-    assert codes.count(200) == 2, codes
-    assert codes.count(503) == 14, codes
-    for status, headers, body in answers:
-        if status == 503:
-            assert headers["retry-after"].isdigit()
-            assert json.loads(body)["code"] == "overloaded"
-            assert "COLORIZER_MAX_QUEUE" in json.loads(body)["detail"]
+    # Held uploads, released in steps: a 24-Mpx photo (seconds of work) takes the one place, a small one the one
+    # place in line, and fourteen more arrive while both are still there: the line is full for every one of them.
+    running, waiting, *late = hold_uploads(server.url, [gray_png(4000, 6000)] + [gray_png(64, 64)] * 15)
+    running.release()
+    wait_until(lambda: gauge(server.url, "colorizer_images_in_flight") == 1, 60, "the big photo in flight")
+    waiting.release()
+    wait_until(lambda: gauge(server.url, "colorizer_images_waiting") == 1, 60, "the small one in line")
+    shed = release_and_answer(late)
+    assert [status for status, _, _ in shed] == [503] * 14, [body[:200] for _, _, body in shed]
+    for _, headers, body in shed:
+        assert headers["retry-after"].isdigit()
+        assert json.loads(body)["code"] == "overloaded"
+        assert "COLORIZER_MAX_QUEUE" in json.loads(body)["detail"]
+    assert [running.answer()[0], waiting.answer()[0]] == [200, 200]  # admitted ones are served
     assert httpx.get(server.url + "/healthz").status_code == 200
     assert httpx.post(server.url + "/colorize", files={"file": ("a.png", gray_png())}).status_code == 200
 
@@ -161,17 +164,20 @@ def test_wait_budget_sheds_single_requests_but_a_batch_waits_its_turn(
     start_server: Callable[..., Server],
 ) -> None:
     # Issue 16 changed what sheds: not a count of images in flight but the estimated wait. With one image at once
-    # and a 1 ms budget, any request arriving behind another is refused. Eight uploads held at their last byte and
-    # released together all arrive while the first 2-Mpx image is still being decoded: one 200, seven 503s.
+    # and a 1 ms budget, a request arriving behind another is refused while the one in flight is within its
+    # estimated service time (about 1 s for 24 Mpx before any is measured; app/admission.py). So: a 24-Mpx photo held
+    # at its last byte is released, and once it is in flight seven small uploads arrive together.
     server = start_server(COLORIZER_MAX_IN_FLIGHT="1", COLORIZER_MAX_BATCH_SIZE="1", COLORIZER_MAX_QUEUE_WAIT_MS="1")
-    answers = release_and_answer(hold_uploads(server.url, [gray_png(1200, 1600)] * 8))
-    codes = [status for status, _, _ in answers]
-    assert sorted(codes) == [200] + [503] * 7, codes
-    for status, headers, body in answers:
-        if status == 503:
-            assert json.loads(body)["code"] == "overloaded"
-            assert "COLORIZER_MAX_QUEUE_WAIT_MS" in json.loads(body)["detail"]
-            assert headers["retry-after"].isdigit()
+    first, *behind = hold_uploads(server.url, [gray_png(4000, 6000)] + [gray_png(64, 64)] * 7)
+    first.release()
+    wait_until(lambda: gauge(server.url, "colorizer_images_in_flight") == 1, 60, "the big photo in flight")
+    shed = release_and_answer(behind)
+    assert [status for status, _, _ in shed] == [503] * 7, [body[:200] for _, _, body in shed]
+    for _, headers, body in shed:
+        assert json.loads(body)["code"] == "overloaded"
+        assert "COLORIZER_MAX_QUEUE_WAIT_MS" in json.loads(body)["detail"]
+        assert headers["retry-after"].isdigit()
+    assert first.answer()[0] == 200
     # Five images in one batch request with one slot: accepted as a whole, colourised one after another.
     files = [("files", (f"p{i}.png", gray_png(60 + i, 80))) for i in range(5)]
     batch = httpx.post(server.url + "/colorize/batch", files=files, timeout=120)
