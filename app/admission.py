@@ -19,6 +19,10 @@ the budget). The gate therefore keeps the ratio of each admitted image's real wa
 while estimate × (the 99th percentile of that ratio, over the last MARGIN_WINDOW images) is within the budget. The
 same corrected wait is the Retry-After: the time by which the work now ahead has been served.
 
+The budget is the latency a request may face beyond what an idle server gives, so it also covers the image's own
+slowdown: how much longer its size class now holds a place than at its fastest (a busy CPU spends part of itself on
+answering refusals). Admitted: corrected wait + slowdown within the budget.
+
 Video frames (``admit_bulk``) pass the same gate as bulk work: never refused, they wait behind every image in line,
 take at most all but one of the places (so an image never waits behind a video chunk for a free place), and a chunk
 that has waited longer than the budget goes next so that a film still moves under a steady stream of images.
@@ -51,7 +55,7 @@ PRIOR_BASE_S = 0.03
 PRIOR_PER_MPX_S = 0.04
 PRIOR_FRAME_S = 0.02  # seconds per video frame at the model, until a chunk has been measured
 MARGIN_WINDOW = 400  # admitted images whose real wait ÷ estimate sets the margin
-MARGIN_QUANTILE = 0.99
+MARGIN_QUANTILE = 0.995
 MARGIN_MAX = 3.0  # a margin past this says the machine stalled, not that the estimate is biased
 # Estimates shorter than this share of the budget are left out of the margin: a short wait stretched by a
 # momentary stall gives a large ratio that says nothing about the waits near the budget, where admission decides.
@@ -115,6 +119,7 @@ class Admission:
         self._running: set[Place] = set()
         self.active_pixels = 0
         self._service_s: list[float | None] = [None] * len(SIZE_CLASSES)  # EWMA seconds per image, per class
+        self._fastest_s: list[float | None] = [None] * len(SIZE_CLASSES)  # the lowest each EWMA has been
         self._frame_s: float | None = None  # EWMA seconds per video frame held at the model
         self._calibration = 1.0  # measured ÷ prior, for classes not yet measured
         self._ratios: deque[float] = deque(maxlen=MARGIN_WINDOW)  # real wait ÷ estimate, admitted images
@@ -142,7 +147,7 @@ class Admission:
         wait its first image faces). With ``shed`` false (offline work) nothing is refused: the caller waits."""
         wait = self.estimate()
         if shed:
-            self._check(wait, deadline)
+            self._check(wait, deadline, pixels[0] if pixels else 0)
         places = []
         for p in pixels:  # each image of a batch is expected to wait also for those ahead of it in the batch
             places.append(Place(self, p, wait))
@@ -196,6 +201,14 @@ class Admission:
             return measured
         return self._calibration * _prior(pixels)
 
+    def slowdown(self, pixels: int) -> float:
+        """How much longer an image of this size now holds its place than it did at its fastest (the EWMA's lowest):
+        the part of a busy server's latency that is not waiting in line. The budget covers both, so an admitted
+        request's latency stays within what an idle server gives plus the budget."""
+        k = size_class(pixels)
+        measured, fastest = self._service_s[k], self._fastest_s[k]
+        return 0.0 if measured is None or fastest is None else max(0.0, measured - fastest)
+
     def frame_estimate(self) -> float:
         """Seconds a video frame holds its chunk's place."""
         return PRIOR_FRAME_S if self._frame_s is None else self._frame_s
@@ -214,17 +227,20 @@ class Admission:
 
     # -- the line ----------------------------------------------------------------------------------------------
 
-    def _check(self, estimate: float, deadline: float | None) -> None:
+    def _check(self, estimate: float, deadline: float | None, pixels: int) -> None:
         wait = estimate * self.margin
         if len(self._waiting) >= self.max_queue:
             raise overloaded(
                 f"the server is busy: {len(self._waiting)} images are already waiting (COLORIZER_MAX_QUEUE)",
                 max(wait, 1.0),
             )
-        if wait > self.budget_s:
+        slower = self.slowdown(pixels)
+        if wait + slower > self.budget_s:
+            also = f", and the image {slower:.1f} s slower than on an idle server" if slower >= 0.05 else ""
             raise overloaded(
-                f"the server is busy: the wait would be about {wait:.1f} s, over the {self.budget_s * 1000:.0f} ms "
-                f"budget (COLORIZER_MAX_QUEUE_WAIT_MS), with {len(self._waiting) + len(self._running)} images ahead",
+                f"the server is busy: the wait would be about {wait:.1f} s{also}, over the "
+                f"{self.budget_s * 1000:.0f} ms budget (COLORIZER_MAX_QUEUE_WAIT_MS), with "
+                f"{len(self._waiting) + len(self._running)} images ahead",
                 wait,
             )
         if wait > 0 and deadline is not None and self.clock() + wait > deadline:  # idle: the deadline is the caller's
@@ -308,7 +324,9 @@ class Admission:
             return
         k = size_class(place.pixels)
         old = self._service_s[k]
-        self._service_s[k] = seconds if old is None else old + EWMA_WEIGHT * (seconds - old)
+        self._service_s[k] = now = seconds if old is None else old + EWMA_WEIGHT * (seconds - old)
+        fastest = self._fastest_s[k]
+        self._fastest_s[k] = now if fastest is None else min(fastest, now)
         self._calibration += EWMA_WEIGHT * (seconds / _prior(place.pixels) - self._calibration)
         if self._metrics is not None:
             self._metrics.service_estimate.labels(SIZE_CLASSES[k][1]).set(self._service_s[k] or 0.0)

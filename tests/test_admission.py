@@ -334,3 +334,23 @@ async def test_the_estimate_counts_video_chunks_in_flight_but_not_those_in_line(
     clock.advance(0.1)
     assert admission.estimate() == pytest.approx(10 * 0.05 - 0.1)
     await stop(chunks)
+
+
+async def test_the_budget_also_covers_how_much_slower_images_run_than_at_their_fastest() -> None:
+    clock = Clock()
+    admission = gate(clock, concurrency=1, budget_s=0.7)
+    await teach(admission, clock, SMALL, 0.2)
+    assert admission.slowdown(SMALL) == 0.0
+    for _ in range(10):  # the machine got busy: images now take 0.5 s
+        await teach(admission, clock, SMALL, 0.5)
+    slower = admission.slowdown(SMALL)
+    assert slower == pytest.approx(admission.service_estimate(SMALL) - 0.2)
+    assert slower > 0.25
+    assert admission.slowdown(BIG) == 0.0  # another size class, not measured
+    held = await turns(admission.admit([SMALL]))  # a wait of one image in flight: under 0.5 s, within the budget
+    assert admission.expected_wait() <= admission.budget_s
+    with pytest.raises(ColorizerError) as refused:
+        admission.admit([SMALL])  # but that wait + over 0.25 s slower than idle is past it
+    assert "slower than on an idle server" in refused.value.detail
+    assert refused.value.retry_after_s == 1  # Retry-After is the wait for the line ahead, rounded up
+    await stop(held)
