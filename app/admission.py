@@ -234,7 +234,7 @@ class Admission:
                 f"the server is busy: {len(self._waiting)} images are already waiting (COLORIZER_MAX_QUEUE)",
                 max(wait, 1.0),
             )
-        slower = self.slowdown(pixels)
+        slower = self.slowdown(pixels) if wait > 0 else 0.0  # a free place now is never refused
         if wait + slower > self.budget_s:
             also = f", and the image {slower:.1f} s slower than on an idle server" if slower >= 0.05 else ""
             raise overloaded(

@@ -347,6 +347,11 @@ async def test_the_budget_also_covers_how_much_slower_images_run_than_at_their_f
     assert slower == pytest.approx(admission.service_estimate(SMALL) - 0.2)
     assert slower > 0.25
     assert admission.slowdown(BIG) == 0.0  # another size class, not measured
+    tiny = gate(clock, concurrency=1, budget_s=0.001)
+    await teach(tiny, clock, SMALL, 0.2)
+    await teach(tiny, clock, SMALL, 0.5)
+    assert tiny.slowdown(SMALL) > tiny.budget_s
+    tiny.admit([SMALL])[0].abandon()  # idle: a free place is never refused, however slow the machine has become
     held = await turns(admission.admit([SMALL]))  # a wait of one image in flight: under 0.5 s, within the budget
     assert admission.expected_wait() <= admission.budget_s
     with pytest.raises(ColorizerError) as refused:
