@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime CPU threads per model run; 0 = per cores")
     png_compression: int = Field(2, ge=0, le=9, description="PNG zlib level: 2 is fast; 9 is ~12% smaller, ~60x slower")
     drain_timeout_s: float = Field(30.0, ge=0, description="grace for in-flight work on SIGTERM")
+    drain_delay_s: float = Field(
+        0.0, ge=0, description="after SIGTERM, seconds of serving on with /readyz 503 before draining (0 = none)"
+    )
     workers_threads: int = Field(0, ge=0, description="threads for decode/encode; 0 = per cores")
     video_dir: Path = Field(Path(os.environ.get("TMPDIR", "/tmp")) / "colorizer-videos", description="video jobs")
     max_video_jobs: int = Field(2, ge=1, description="video jobs running or queued at once")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import Awaitable, Callable
 from types import FrameType
 
@@ -51,17 +52,33 @@ class Service:
         log.info("ready: %s", tuning)
 
     def _chain_sigterm(self) -> None:
-        """On SIGTERM turn /readyz to 503 at once, then let uvicorn's own handler drain and exit."""
+        """On SIGTERM turn /readyz to 503 at once, then let uvicorn's own handler drain and exit: after
+        COLORIZER_DRAIN_DELAY_S of serving on (so a load balancer sees the 503 and stops sending before the listener
+        closes), or at once on a second SIGTERM."""
         try:
             previous = signal.getsignal(signal.SIGTERM)
         except ValueError:  # not the main thread (e.g. an in-process test client)
             return
+        delayed: list[threading.Timer] = []
+
+        def drain(signum: int, frame: FrameType | None) -> None:
+            log.info("SIGTERM: draining")
+            if callable(previous):
+                previous(signum, frame)  # uvicorn's handler only sets a flag its loop polls: safe from a timer thread
 
         def on_term(signum: int, frame: FrameType | None) -> None:
             self.draining = True
-            log.info("SIGTERM: draining")
-            if callable(previous):
-                previous(signum, frame)
+            delay = self.settings.drain_delay_s
+            if delay > 0 and not delayed:
+                log.info("SIGTERM: /readyz is 503; serving on for %g s (COLORIZER_DRAIN_DELAY_S), then draining", delay)
+                timer = threading.Timer(delay, drain, (signum, frame))
+                timer.daemon = True
+                delayed.append(timer)
+                timer.start()
+                return
+            for timer in delayed:
+                timer.cancel()  # a second SIGTERM: drain now
+            drain(signum, frame)
 
         try:
             signal.signal(signal.SIGTERM, on_term)

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import MODEL, ROOT, free_port, gray_png, hold_uploads, wait_until
+from tests.conftest import MODEL, ROOT, decode_png, free_port, gray_png, hold_uploads, wait_until
 
 COLORIZER = Path(sys.executable).parent / "colorizer"  # the console script pip installed (app.cli:main)
 
@@ -60,6 +60,68 @@ def test_colorizer_serve_takes_host_port_and_drain_timeout_from_the_environment(
         log = log_path.read_text()
         assert "SIGTERM: draining" in log
         assert "timeout graceful shutdown exceeded" in log, log[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_drain_delay_answers_readyz_503_while_serving_on_then_drains_what_it_accepted(tmp_path: Path) -> None:
+    """COLORIZER_DRAIN_DELAY_S: after SIGTERM /readyz says 503 (so a load balancer stops routing here) while requests
+    are still served, those in flight included; a second SIGTERM drains at once: the listener closes, new
+    connections are refused, and what was accepted still gets its 200. The delay is long (600 s) and ended by the
+    second signal, so nothing here depends on how fast the machine is."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "COLORIZER_MODEL_PATH": str(MODEL),
+        "COLORIZER_PROVIDERS": "cpu",
+        "COLORIZER_HOST": "127.0.0.1",
+        "COLORIZER_PORT": str(port),
+        "COLORIZER_DRAIN_DELAY_S": "600",
+        "COLORIZER_DRAIN_TIMEOUT_S": "120",
+    }
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([str(COLORIZER), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def readyz() -> int:
+        assert process.poll() is None, log_path.read_text()
+        try:
+            return httpx.get(url + "/readyz", timeout=10).status_code
+        except httpx.TransportError:
+            return 0
+
+    def refused() -> bool:
+        try:
+            httpx.get(url + "/healthz", timeout=10)
+        except httpx.ConnectError:
+            return True
+        return False
+
+    try:
+        wait_until(lambda: readyz() == 200, 90, "colorizer serve ready")
+        early, late = hold_uploads(url, [gray_png(64, 64), gray_png(48, 64)])  # in flight across the signals
+        process.send_signal(signal.SIGTERM)
+        wait_until(lambda: readyz() == 503, 60, "/readyz 503 after SIGTERM")
+        assert httpx.get(url + "/readyz", timeout=10).json()["code"] == "draining"
+        # Still serving during the delay: a request routed here before the balancer noticed gets its answer.
+        assert httpx.post(url + "/colorize", files={"file": ("a.png", gray_png(32, 48))}, timeout=60).status_code == 200
+        early.release()
+        assert early.answer()[0] == 200
+        process.send_signal(signal.SIGTERM)  # the second: drain now
+        wait_until(refused, 60, "the listener closed on the second SIGTERM")
+        assert process.poll() is None  # still draining: one request is in flight
+        late.release()
+        status, _, body = late.answer()
+        assert status == 200
+        assert decode_png(body).shape[:2] == (48, 64)
+        assert process.wait(120) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
+        log = log_path.read_text()
+        assert "serving on for 600 s (COLORIZER_DRAIN_DELAY_S)" in log
+        assert "timeout graceful shutdown exceeded" not in log
     finally:
         if process.poll() is None:
             process.kill()
