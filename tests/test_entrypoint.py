@@ -18,11 +18,9 @@ from tests.conftest import MODEL, ROOT, decode_png, free_port, gray_png, hold_up
 COLORIZER = Path(sys.executable).parent / "colorizer"  # the console script pip installed (app.cli:main)
 
 
-def test_colorizer_serve_takes_host_port_and_drain_timeout_from_the_environment(tmp_path: Path) -> None:
-    """Host and port: it listens on COLORIZER_HOST:COLORIZER_PORT (127.0.0.2, so a server that ignored the host and
-    bound 127.0.0.1 or 0.0.0.0 is caught). Drain timeout: a request that never finishes arriving is held in flight
-    when SIGTERM lands; with COLORIZER_DRAIN_TIMEOUT_S=0.5 the process gives up on it and exits. Without the setting
-    reaching uvicorn (or rounded down to 0, which uvicorn reads as 'wait for ever') it would never exit."""
+def serve(tmp_path: Path, host: str, **settings: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`colorizer serve` as the image runs it, on ``host`` and a free port, with these COLORIZER_* settings:
+    (the process, its URL, its log file)."""
     if not COLORIZER.exists():
         pytest.fail(f"{COLORIZER} is missing: install the project (`make setup-dev`) so the console script exists")
     port = free_port()
@@ -31,14 +29,23 @@ def test_colorizer_serve_takes_host_port_and_drain_timeout_from_the_environment(
         "PYTHONPATH": str(ROOT),  # this checkout's app/, whichever one the venv was installed from
         "COLORIZER_MODEL_PATH": str(MODEL),
         "COLORIZER_PROVIDERS": "cpu",
-        "COLORIZER_HOST": "127.0.0.2",
+        "COLORIZER_HOST": host,
         "COLORIZER_PORT": str(port),
-        "COLORIZER_DRAIN_TIMEOUT_S": "0.5",
+        **{f"COLORIZER_{k.upper()}": v for k, v in settings.items()},
     }
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([str(COLORIZER), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.2:{port}"
+    return process, f"http://{host}:{port}", log_path
+
+
+def test_colorizer_serve_takes_host_port_and_drain_timeout_from_the_environment(tmp_path: Path) -> None:
+    """Host and port: it listens on COLORIZER_HOST:COLORIZER_PORT (127.0.0.2, so a server that ignored the host and
+    bound 127.0.0.1 or 0.0.0.0 is caught). Drain timeout: a request that never finishes arriving is held in flight
+    when SIGTERM lands; with COLORIZER_DRAIN_TIMEOUT_S=0.5 the process gives up on it and exits. Without the setting
+    reaching uvicorn (or rounded down to 0, which uvicorn reads as 'wait for ever') it would never exit."""
+    process, url, log_path = serve(tmp_path, "127.0.0.2", drain_timeout_s="0.5")
+    port = url.rsplit(":", 1)[1]
 
     def ready() -> bool:
         assert process.poll() is None, log_path.read_text()
@@ -71,21 +78,7 @@ def test_a_drain_delay_answers_readyz_503_while_serving_on_then_drains_what_it_a
     are still served, those in flight included; a second SIGTERM drains at once: the listener closes, new
     connections are refused, and what was accepted still gets its 200. The delay is long (600 s) and ended by the
     second signal, so nothing here depends on how fast the machine is."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "COLORIZER_MODEL_PATH": str(MODEL),
-        "COLORIZER_PROVIDERS": "cpu",
-        "COLORIZER_HOST": "127.0.0.1",
-        "COLORIZER_PORT": str(port),
-        "COLORIZER_DRAIN_DELAY_S": "600",
-        "COLORIZER_DRAIN_TIMEOUT_S": "120",
-    }
-    log_path = tmp_path / "serve.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([str(COLORIZER), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    process, url, log_path = serve(tmp_path, "127.0.0.1", drain_delay_s="600", drain_timeout_s="120")
 
     def readyz() -> int:
         assert process.poll() is None, log_path.read_text()
