@@ -16,7 +16,7 @@ so ``backlog / concurrency`` is the drain time by Little's law).
 Why a margin. Under sustained overload the line sits at the budget, so every admitted request is one whose
 estimate was just under it, and an unbiased estimate is short for about half of them (measured: accepted p99 1.5 ×
 the budget). The gate therefore keeps the ratio of each admitted image's real wait to its estimate, and admits only
-while estimate × (the 99th percentile of that ratio, over the last MARGIN_WINDOW images) is within the budget. The
+while estimate × (the MARGIN_QUANTILE of that ratio, over the last MARGIN_WINDOW images) is within the budget. The
 same corrected wait is the Retry-After: the time by which the work now ahead has been served.
 
 The budget is the latency a request may face beyond what an idle server gives, so it also covers the image's own
@@ -33,6 +33,7 @@ chunk size, so they do not count against COLORIZER_MAX_ACTIVE_PIXELS.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 import time
 from collections import deque
@@ -122,7 +123,8 @@ class Admission:
         self._fastest_s: list[float | None] = [None] * len(SIZE_CLASSES)  # the lowest each EWMA has been
         self._frame_s: float | None = None  # EWMA seconds per video frame held at the model
         self._calibration = 1.0  # measured ÷ prior, for classes not yet measured
-        self._ratios: deque[float] = deque(maxlen=MARGIN_WINDOW)  # real wait ÷ estimate, admitted images
+        self._ratios: deque[float] = deque()  # real wait ÷ estimate, admitted images, oldest first
+        self._ratios_sorted: list[float] = []  # the same, in order, kept so (not sorted per admission)
         self.margin = 1.0
         if metrics is not None:
             metrics.queue_wait_budget.set(budget_s)
@@ -296,8 +298,12 @@ class Admission:
             place.turn.set_result(None)
 
     def _learn_margin(self, ratio: float) -> None:
+        if len(self._ratios) == MARGIN_WINDOW:
+            oldest = self._ratios.popleft()
+            del self._ratios_sorted[bisect.bisect_left(self._ratios_sorted, oldest)]
         self._ratios.append(ratio)
-        ordered = sorted(self._ratios)
+        bisect.insort(self._ratios_sorted, ratio)
+        ordered = self._ratios_sorted
         quantile = ordered[min(len(ordered) - 1, int(MARGIN_QUANTILE * len(ordered)))]
         self.margin = min(MARGIN_MAX, max(1.0, quantile))
         if self._metrics is not None:

@@ -54,8 +54,8 @@ class Metrics:
         )
         self.queue_wait_margin = Gauge(
             "colorizer_queue_wait_margin",
-            "Factor the wait estimate is multiplied by before it meets the budget: the 99th percentile of real wait "
-            "over estimate, for recently admitted images (1 until learnt).",
+            "Factor the wait estimate is multiplied by before it meets the budget: the 99.5th percentile of real "
+            "wait over estimate, for recently admitted images (1 until learnt).",
             registry=r,
         )
         self.queue_wait_margin.set(1.0)
