@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.color import join, lightness, model_input
+from app.color import join, model_input
 from app.decode import decode_lightness
 from app.encode import encode_image
 from app.image_header import Header, checked_header
@@ -41,12 +41,6 @@ def prepare(
     small = model_input(decoded.lightness, size)
     _observe(metrics, "preprocess", t)
     return Prepared(decoded.lightness, small, decoded.alpha)
-
-
-def prepare_array(color: np.ndarray, size: int) -> Prepared:
-    """For frames already decoded (video): uint8 BGR -> Prepared."""
-    full_l = lightness(color.astype(np.float32) * (1.0 / 255.0))
-    return Prepared(full_l, model_input(full_l, size), None)
 
 
 def finish(prepared: Prepared, ab: np.ndarray, fmt: str, png_compression: int, metrics: Metrics | None = None) -> bytes:

@@ -29,11 +29,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.color import model_input  # noqa: E402
 from app.guidance import Guidance, reference_distribution  # noqa: E402
-from app.pipeline import prepare_array  # noqa: E402
 from app.runtime import ModelRuntime  # noqa: E402
 from app.video.offline import colorize_video_file  # noqa: E402
-from app.video.process import Chunk, colour_frames  # noqa: E402
+from app.video.process import Chunk, colour_frames, frame_lightness  # noqa: E402
 from app.video.temporal import (  # noqa: E402
     DEFAULT_SCENE_CUT,
     DEFAULT_SMOOTHING,
@@ -132,8 +132,8 @@ def run_config(
 def flicker_bench(runtime: ModelRuntime) -> tuple[list[Row], str, dict[str, float]]:
     frames = make_clip()
     size = runtime.info.input_size
-    prepared = [prepare_array(f, size) for f in frames]
-    chunk = Chunk([p.full_l for p in prepared], np.stack([p.small_l for p in prepared]), [None] * len(frames), [])
+    full = [frame_lightness(f) for f in frames]  # as a video job reads its frames (app/video/process.py)
+    chunk = Chunk(full, np.stack([model_input(lum, size) for lum in full]), [None] * len(frames))
     ab = np.concatenate([runtime.run(chunk.model_l[i : i + 16]) for i in range(0, len(frames), 16)])  # (N, 2, h, w)
     raw = [lab(f) for f in colour_frames(chunk, ab, TemporalSmoother(0.0), rotation=0)]
     never = 1e9

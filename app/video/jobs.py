@@ -165,8 +165,8 @@ class JobManager:
                 raise
             state = JobState(job_id, "queued", frames_total=info.frames, owner=self.owner, output=output)
             hints = self.service.colorizer.hints_for(guidance, info.width, info.height)
-            saved = dataclasses.asdict(hints) if hints is not None else None
-            await asyncio.to_thread(self.store.write_job, job_id, output, saved)
+            if hints is not None:  # kept for a replica that resumes the job (the output kind is in the state)
+                await asyncio.to_thread(self.store.write_hints, job_id, dataclasses.asdict(hints))
             await asyncio.to_thread(self.store.write, state)
             job = _Job(state, info, hints=hints, output=OUTPUTS[output])
             self._jobs[job_id] = job
@@ -483,7 +483,7 @@ class JobManager:
                 source = await asyncio.to_thread(self.store.input_path, job_id)
                 if source is None:
                     raise InvalidMedia("the uploaded file is gone")
-                output, hints = await asyncio.to_thread(self.store.read_job, job_id)
+                hints = await asyncio.to_thread(self.store.read_hints, job_id)
                 info = await asyncio.to_thread(probe, source)
             except (OSError, ValueError, KeyError, MediaError) as exc:
                 state.status, state.finished = "failed", time.time()
@@ -497,7 +497,7 @@ class JobManager:
             state.owner, state.status = self.owner, "queued"
             await asyncio.to_thread(self.store.write, state)
             model_hints = ModelHints(**hints) if hints is not None else None
-            job = _Job(state, info, hints=model_hints, output=OUTPUTS.get(output, OUTPUTS["mp4"]))
+            job = _Job(state, info, hints=model_hints, output=OUTPUTS.get(state.output, OUTPUTS["mp4"]))
             self._jobs[job_id] = job
             job.task = asyncio.create_task(self._run(job), name=f"video-{job_id}")
         self._publish()

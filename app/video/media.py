@@ -113,13 +113,6 @@ def pick_encoder() -> str:
     raise UnsupportedMedia("this server's FFmpeg has no H.264 or MPEG-4 encoder; install one (e.g. libx264)")
 
 
-def output_spec(name: str) -> OutputSpec:
-    spec = OUTPUTS.get(name.strip().lower())
-    if spec is None:
-        raise ValueError(f"unknown output {name!r}; choose {' or '.join(OUTPUTS)}")
-    return spec
-
-
 def _open(path: Path) -> InputContainer:
     try:
         return av.open(str(path), "r")

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from app.color import join, lightness, model_input
+from app.color import join, lightness, lightness_u8, model_input
 from app.video.media import Encoding, Timeline, VideoReader, write_segment
 from app.video.temporal import TemporalSmoother
 
@@ -37,7 +37,7 @@ class Chunk:
 def read_chunk(reader: VideoReader, count: int, size: int, rotation: int) -> Chunk:
     """Decode up to ``count`` frames and prepare them; an empty chunk at the end."""
     frames = reader.read(count)
-    full = [_lightness(frame.bgr) for frame in frames]
+    full = [frame_lightness(frame.bgr) for frame in frames]
     turns = rotation // 90
     if full:
         # The model was trained on upright photos: show it the frame as players display it.
@@ -47,10 +47,11 @@ def read_chunk(reader: VideoReader, count: int, size: int, rotation: int) -> Chu
     return Chunk(full, np.ascontiguousarray(model_l), [f.pts for f in frames], reader.deep)
 
 
-def _lightness(bgr: np.ndarray) -> np.ndarray:
+def frame_lightness(bgr: np.ndarray) -> np.ndarray:
+    """A decoded frame, uint8 or (read deep) uint16 BGR -> (H, W) float32 L; a gray 8-bit frame is a table lookup."""
     if bgr.dtype == np.uint16:
-        return lightness(bgr.astype(np.float32) * (1.0 / 65535.0))  # (H, W)
-    return lightness(bgr.astype(np.float32) * (1.0 / 255.0))  # (H, W), as app.pipeline.prepare_array
+        return lightness(bgr.astype(np.float32) * (1.0 / 65535.0))
+    return lightness_u8(bgr)
 
 
 def join_deep(full_l: np.ndarray, ab: np.ndarray) -> np.ndarray:

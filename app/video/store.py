@@ -2,8 +2,8 @@
 
     <video_dir>/<id>/status.json   the public state, replaced atomically (write a temp file, then rename)
     <video_dir>/<id>/input<.ext>   the upload
-    <video_dir>/<id>/job.json      what the job was asked for (the output kind), for a replica that resumes it
-    <video_dir>/<id>/hints.npz     a palette's or reference's global hint, when given
+    <video_dir>/<id>/hints.npz     a palette's or reference's global hint, when given (the output kind is in
+                                   status.json): what a replica that resumes the job needs beside the upload
     <video_dir>/<id>/segments/     one file per finished chunk (000000.seg, ...), each written whole or not at all
     <video_dir>/<id>/checkpoint.json  how many segments and frames are finished, and smoother-<n>.npz the
                                    temporal smoothing state after them: a restarted job resumes from here
@@ -17,6 +17,7 @@ Directories are 0700 and files 0600: uploads are other people's videos.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 Status = Literal["queued", "running", "done", "failed"]
 STATUSES: tuple[Status, ...] = ("queued", "running", "done", "failed")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-STATUS_FILE, CANCEL_FILE, JOB_FILE, CHECKPOINT_FILE = "status.json", "cancel", "job.json", "checkpoint.json"
+STATUS_FILE, CANCEL_FILE, CHECKPOINT_FILE = "status.json", "cancel", "checkpoint.json"
 HINTS_FILE, SEGMENTS_DIR = "hints.npz", "segments"
 COPY_CHUNK = 1024 * 1024
 
@@ -142,20 +143,17 @@ class JobStore:
 
     # -- what a resumed run needs ----------------------------------------------------------------------
 
-    def write_job(self, job_id: str, output: str, hints: dict[str, np.ndarray] | None) -> None:
-        _private_write(self.dir(job_id) / JOB_FILE, json.dumps({"output": output}).encode())
-        if hints is not None:
-            with (self.dir(job_id) / HINTS_FILE).open("wb") as f:
-                np.savez(f, **cast(dict[str, Any], hints))
-            os.chmod(self.dir(job_id) / HINTS_FILE, 0o600)
+    def write_hints(self, job_id: str, hints: dict[str, np.ndarray]) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **cast(dict[str, Any], hints))
+        _private_write(self.dir(job_id) / HINTS_FILE, buffer.getvalue())
 
-    def read_job(self, job_id: str) -> tuple[str, dict[str, np.ndarray] | None]:
-        output = json.loads((self.dir(job_id) / JOB_FILE).read_bytes())["output"]
+    def read_hints(self, job_id: str) -> dict[str, np.ndarray] | None:
         path = self.dir(job_id) / HINTS_FILE
         if not path.is_file():
-            return output, None
+            return None
         with np.load(path) as saved:
-            return output, {k: saved[k] for k in saved.files}
+            return {k: saved[k] for k in saved.files}
 
     def segment_path(self, job_id: str, index: int) -> Path:
         folder = self.dir(job_id) / SEGMENTS_DIR
