@@ -67,10 +67,8 @@ async def status(job_id: str, jobs: Jobs) -> dict[str, Any]:
     summary="The colourised video (MP4, or Matroska for output=ffv1) once the job is done; 409 before",
 )
 async def result(job_id: str, jobs: Jobs) -> FileResponse:
-    path = await jobs.result(job_id)
-    suffix = path[path.rindex(".") :]
-    media_type = next((o.media_type for o in OUTPUTS.values() if o.suffix == suffix), "application/octet-stream")
-    return FileResponse(path, media_type=media_type, filename=f"colorized-{job_id[:8]}{suffix}")
+    path, spec = await jobs.result(job_id)
+    return FileResponse(path, media_type=spec.media_type, filename=f"colorized-{job_id[:8]}{spec.suffix}")
 
 
 @router.delete("/{job_id}", status_code=204, summary="Cancel a video job and delete its files")

@@ -227,8 +227,8 @@ class JobManager:
             raise _not_found(job_id)
         return state
 
-    async def result(self, job_id: str) -> str:
-        """The path of a finished result; 409 while the job is not done."""
+    async def result(self, job_id: str) -> tuple[str, OutputSpec]:
+        """The path of a finished result and its kind; 409 while the job is not done."""
         state = await self.status(job_id)
         if state.status == "failed":
             raise ApiError(409, "video_failed", f"the video job failed, so there is no result: {state.error}")
@@ -240,10 +240,11 @@ class JobManager:
                 f"poll /videos/{job_id} until its status is done",
                 {"Retry-After": "2"},
             )
-        path = await asyncio.to_thread(self.store.find_result, job_id)
-        if path is None:
+        spec = OUTPUTS.get(state.output, OUTPUTS["mp4"])
+        path = self.store.result_path(job_id, spec.suffix)
+        if not await asyncio.to_thread(path.is_file):
             raise _not_found(job_id)
-        return str(path)
+        return str(path), spec
 
     async def delete(self, job_id: str) -> None:
         """Cancel the job if it runs, and remove its files (or have its owner remove them)."""
