@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def watch_at_scrape(service: Service, video_jobs: JobManager) -> None:
-    """Gauges read when /metrics is scraped, for the alerts in deploy/prometheus/rules (the store walk is small)."""
+    """Gauges read when /metrics is scraped (off the event loop), for the alerts in deploy/prometheus/rules."""
     m = service.metrics
     m.ready.set_function(lambda: float(service.ready and not service.draining))
     m.in_flight_limit.set_function(lambda: service.tuning.max_in_flight if service.tuning else 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -59,4 +60,6 @@ async def model(request: Request) -> dict[str, Any]:
 
 @router.get("/metrics", summary="Prometheus text exposition")
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(_service(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    # Off the event loop: the scrape-time gauges (app/main.py) walk the video store's files.
+    text = await asyncio.to_thread(generate_latest, _service(request).metrics.registry)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
