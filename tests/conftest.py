@@ -21,6 +21,8 @@ import httpx
 import numpy as np
 import pytest
 
+from bench import rawhttp
+
 pytest_plugins = ["tests.browser"]  # the `browser` fixture of the browser tests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,16 +134,11 @@ class HeldUpload:
     body) and can do nothing with it until ``release()``. That holds a request in flight on purpose, for as long as a
     test needs, without mocking anything; and many released together arrive together."""
 
-    def __init__(self, url: str, path: str, body: bytes, content_type: str, headers: dict[str, str] | None = None):
+    def __init__(self, url: str, request: bytes) -> None:
         where = urlsplit(url)
         self.sock = socket.create_connection((where.hostname, where.port), timeout=120)
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {where.netloc}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n"
-        )
-        self.sock.sendall(head.encode() + body[:-1])
-        self.last = body[-1:]
+        self.sock.sendall(request[:-1])
+        self.last = request[-1:]
 
     def release(self) -> None:
         self.sock.sendall(self.last)
@@ -173,11 +170,8 @@ def dechunk(body: bytes) -> bytes:
 
 def hold_uploads(url: str, images: list[bytes], path: str = "/colorize") -> list[HeldUpload]:
     """One held multipart upload per image."""
-    held = []
-    for i, data in enumerate(images):
-        body, ctype = multipart("file", f"held-{i}.png", data)
-        held.append(HeldUpload(url, path, body, ctype))
-    return held
+    requests = (rawhttp.multipart_post(url, path, "file", f"held-{i}.png", data) for i, data in enumerate(images))
+    return [HeldUpload(url, request) for request in requests]
 
 
 def photo_like(height: int = 240, width: int = 320, seed: int = 0) -> np.ndarray:
