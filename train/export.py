@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--calibrate",
         action="store_true",
-        help="fit the ab calibration (2×2 + offset) on the run's calibration split and bake it in",
+        help="fit the ab calibration (2×2, through the origin) on the run's calibration split and bake it in",
     )
     p.add_argument("--calibration_offset", action="store_true", help="--calibrate also fits an ab offset t")
     p.add_argument("--data_dir", default="", help="photos for --calibrate; default: the checkpoint's data_dir")
