@@ -117,13 +117,27 @@ def test_cut_outs_are_pasted_on_photos_and_sometimes_on_a_plain_gray_backdrop() 
     photo = np.dstack([rng.integers(0, 256, (96, 96, 3), dtype=np.uint8), np.full((96, 96), 255, np.uint8)])
     cutout = np.zeros((64, 64, 4), np.uint8)
     cutout[24:40, 24:40] = (0, 0, 255, 255)  # a red square; the rest transparent
-    crops = RandomCrops([photo, cutout], 32, 0.5, seed=1)
     draws = 400
-    plain = 0
-    for _ in range(draws):
-        bg = crops.backdrop(np.random.default_rng(rng.integers(1 << 30)))[:, :, :3]  # a photo crop keeps its alpha
-        assert bg.shape == (32, 32, 3)
-        assert bg.dtype == np.uint8
-        if (bg == bg[0, 0, 0]).all():  # one gray level everywhere
-            plain += 1
-    assert 0.5 * PLAIN_BACKDROP_SHARE * draws < plain < 1.5 * PLAIN_BACKDROP_SHARE * draws
+    for share in (PLAIN_BACKDROP_SHARE, 0.6):
+        crops = RandomCrops([photo, cutout], 32, 0.5, seed=1, plain_share=share)
+        plain, ramps = 0, 0
+        for _ in range(draws):
+            bg = crops.backdrop(np.random.default_rng(rng.integers(1 << 30)))[:, :, :3]  # a photo crop keeps its alpha
+            assert bg.shape == (32, 32, 3)
+            assert bg.dtype == np.uint8
+            if (bg == bg[:, :, :1]).all():  # B = G = R everywhere: neutral, ab exactly 0
+                plain += 1
+                ramps += int(bg.max() - bg.min() >= 4)  # not one flat level: a gentle lightness ramp
+        assert 0.5 * share * draws < plain < 1.5 * share * draws
+        assert ramps > 0.5 * plain
+
+
+def test_a_warm_restart_starts_a_fresh_cosine_cycle_at_schedule_from_minutes() -> None:
+    from train.train import lr_at
+
+    one_cycle = parse_config(["--lr", "1e-3", "--max_minutes", "200", "--max_steps", "100000"])
+    assert lr_at(5000, 100, one_cycle) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))  # halfway down the one cycle
+    restart = parse_config(["--lr", "1e-3", "--max_minutes", "200", "--max_steps", "100000", "--schedule_from_minutes", "100"])
+    assert lr_at(5000, 100, restart) == pytest.approx(1e-3)  # full rate again where the new cycle starts
+    assert lr_at(5000, 150, restart) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
+    assert lr_at(5000, 200, restart) == pytest.approx(5e-5)  # fully decayed at the end of the budget

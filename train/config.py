@@ -21,6 +21,7 @@ class TrainConfig:
     crop_size: int = 128  # training crop side; also the exported model's input size S
     cache_max_side: int = 512  # longer side of the cached decoded images
     min_crop_fraction: float = 0.3  # smallest crop side as a share of the image's shorter side
+    plain_backdrop_share: float = 0.3  # share of cut-outs pasted on a plain neutral backdrop instead of a photo
     head: str = "combined"  # "classification" (Zhang et al. bins), "regression", or "combined" (both, Zhang 2017)
     regression_weight: float = 10.0  # combined head: loss = CE + this × L1 on ab/110 (colorization-pytorch)
     skips: bool = True  # U-Net shortcuts from the encoder into the decoder
@@ -38,6 +39,7 @@ class TrainConfig:
     warmup_steps: int = 200  # linear warm-up before cosine decay
     max_steps: int = 6000  # optimiser steps in total
     max_minutes: float = 0.0  # stop (with a checkpoint) after this many minutes; 0 = no limit
+    schedule_from_minutes: float = 0.0  # a resumed run's new cosine cycle starts here (warm restart); 0 = one cycle
     eval_every: int = 500  # steps between validation losses and checkpoints
     workers: int = 1  # data-loader processes (crops are cheap once cached)
     threads: int = 0  # torch intra-op threads; 0 = torch's default

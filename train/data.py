@@ -98,7 +98,7 @@ def load_cached(root: str, relpaths: list[str], cache_dir: str, max_side: int) -
     return [im for im in images if min(im.shape[:2]) >= MIN_SIDE]
 
 
-PLAIN_BACKDROP_SHARE = 0.3  # cut-outs pasted on a plain gray backdrop rather than on a photo
+PLAIN_BACKDROP_SHARE = 0.3  # default share of cut-outs pasted on a plain gray backdrop rather than on a photo
 
 
 def has_cutout(img: np.ndarray) -> bool:
@@ -141,6 +141,17 @@ def composite(background: np.ndarray, cutout: np.ndarray, rng: np.random.Generat
     return out.astype(np.uint8)
 
 
+def plain_backdrop(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A neutral backdrop (B = G = R, so ab is exactly 0) of random lightness with a gentle ramp in a random
+    direction, as studio paper, a lit wall or a scanned page's margin are: never one flat value the model could
+    learn to recognise instead of learning that featureless gray stays gray."""
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
+    ramp = rng.uniform(-40, 40) * (np.cos(angle) * xx + np.sin(angle) * yy)
+    gray = np.clip(rng.uniform(30, 226) + ramp, 0, 255).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
 def to_sample(bgr: np.ndarray) -> Sample:
     """uint8 BGR crop (S, S, 3) -> L at S and ab at S/2, via OpenCV's Lab."""
     lab = bgr_to_lab(np.ascontiguousarray(bgr[:, :, :3]))
@@ -165,8 +176,15 @@ class RandomCrops(IterableDataset[tuple[torch.Tensor, ...]]):
     """
 
     def __init__(
-        self, images: list[np.ndarray], size: int, min_fraction: float, seed: int, centres: np.ndarray | None = None
+        self,
+        images: list[np.ndarray],
+        size: int,
+        min_fraction: float,
+        seed: int,
+        centres: np.ndarray | None = None,
+        plain_share: float = PLAIN_BACKDROP_SHARE,
     ) -> None:
+        self.plain_share = plain_share
         self.photos = [im for im in images if not has_cutout(im)]
         self.cutouts = [im for im in images if has_cutout(im)]
         self.size, self.min_fraction, self.seed, self.centres = size, min_fraction, seed, centres
@@ -176,10 +194,10 @@ class RandomCrops(IterableDataset[tuple[torch.Tensor, ...]]):
 
     def backdrop(self, rng: np.random.Generator) -> np.ndarray:
         """What a cut-out is pasted on: usually a crop of a photo, sometimes a plain neutral backdrop of random
-        lightness. Without the plain ones the model never saw a large featureless area that is truly gray (a studio
+        lightness (a share ``plain_share``). Without the plain ones the model never saw a large featureless area that is truly gray (a studio
         backdrop, a scanned page's margin, an overcast sky) and tinted them all."""
-        if rng.random() < PLAIN_BACKDROP_SHARE:
-            return np.full((self.size, self.size, 3), rng.integers(30, 226), np.uint8)
+        if rng.random() < self.plain_share:
+            return plain_backdrop(self.size, rng)
         return random_crop(self.photos[rng.integers(len(self.photos))], self.size, self.min_fraction, rng)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:

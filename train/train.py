@@ -89,11 +89,16 @@ def uses_bins(cfg: TrainConfig) -> bool:
 
 def lr_at(step: int, minutes: float, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to 5 % over whichever budget (steps or minutes) runs out first,
-    so a time-boxed run still ends with a fully decayed learning rate."""
+    so a time-boxed run still ends with a fully decayed learning rate. With ``schedule_from_minutes`` a resumed,
+    time-boxed run starts a fresh cosine cycle at full rate there (a warm restart) instead of continuing the old one's
+    tail; the step budget then only stops the run."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-    if cfg.max_minutes:
+    if cfg.max_minutes and cfg.schedule_from_minutes:
+        start = min(cfg.schedule_from_minutes, cfg.max_minutes - 1e-6)
+        progress = max(0.0, (minutes - start) / (cfg.max_minutes - start))
+    elif cfg.max_minutes:
         progress = max(progress, minutes / cfg.max_minutes)
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
@@ -167,7 +172,12 @@ def train(cfg: TrainConfig) -> str:
 
     loader = DataLoader(
         RandomCrops(
-            train_images, cfg.crop_size, cfg.min_crop_fraction, cfg.seed + step, centres if cfg.hints else None
+            train_images,
+            cfg.crop_size,
+            cfg.min_crop_fraction,
+            cfg.seed + step,
+            centres if cfg.hints else None,
+            cfg.plain_backdrop_share,
         ),
         batch_size=cfg.batch_size,
         num_workers=cfg.workers,
