@@ -137,7 +137,9 @@ def test_a_warm_restart_starts_a_fresh_cosine_cycle_at_schedule_from_minutes() -
 
     one_cycle = parse_config(["--lr", "1e-3", "--max_minutes", "200", "--max_steps", "100000"])
     assert lr_at(5000, 100, one_cycle) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))  # halfway down the one cycle
-    restart = parse_config(["--lr", "1e-3", "--max_minutes", "200", "--max_steps", "100000", "--schedule_from_minutes", "100"])
+    restart = parse_config(
+        ["--lr", "1e-3", "--max_minutes", "200", "--max_steps", "100000", "--schedule_from_minutes", "100"]
+    )
     assert lr_at(5000, 100, restart) == pytest.approx(1e-3)  # full rate again where the new cycle starts
     assert lr_at(5000, 150, restart) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
     assert lr_at(5000, 200, restart) == pytest.approx(5e-5)  # fully decayed at the end of the budget

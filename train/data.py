@@ -193,9 +193,9 @@ class RandomCrops(IterableDataset[tuple[torch.Tensor, ...]]):
         self.p = weights / weights.sum()
 
     def backdrop(self, rng: np.random.Generator) -> np.ndarray:
-        """What a cut-out is pasted on: usually a crop of a photo, sometimes a plain neutral backdrop of random
-        lightness (a share ``plain_share``). Without the plain ones the model never saw a large featureless area that is truly gray (a studio
-        backdrop, a scanned page's margin, an overcast sky) and tinted them all."""
+        """What a cut-out is pasted on: usually a crop of a photo, sometimes (a share ``plain_share``) a plain
+        neutral backdrop. Without the plain ones the model never saw a large featureless area that is truly gray (a
+        studio backdrop, a scanned page's margin, an overcast sky) and tinted them all."""
         if rng.random() < self.plain_share:
             return plain_backdrop(self.size, rng)
         return random_crop(self.photos[rng.integers(len(self.photos))], self.size, self.min_fraction, rng)
