@@ -21,9 +21,7 @@ same corrected wait is the Retry-After: the time by which the work now ahead has
 
 The budget is the latency a request may face beyond what an idle server gives, so it also covers the image's own
 slowdown: how much longer its size class now holds a place than at its fastest (a busy CPU spends part of itself on
-answering refusals). Admitted: corrected wait + slowdown within the budget. For the same reason it covers the time
-since the upload's last byte arrived (``arrived``): a loop answering a flood of refusals can hold a request that
-long before it reaches the gate, and that time is part of its latency as much as the wait in line is.
+answering refusals). Admitted: corrected wait + slowdown within the budget.
 
 Video frames (``admit_bulk``) pass the same gate as bulk work: never refused, they wait behind every image in line,
 take at most all but one of the places (so an image never waits behind a video chunk for a free place), and a chunk
@@ -146,16 +144,12 @@ class Admission:
         finally:
             place.abandon()  # a no-op once the place was entered and left
 
-    def admit(
-        self, pixels: list[int], deadline: float | None = None, *, shed: bool = True, arrived: float | None = None
-    ) -> list[Place]:
+    def admit(self, pixels: list[int], deadline: float | None = None, *, shed: bool = True) -> list[Place]:
         """Places in line for these images, decided as one arrival (a batch request is accepted as a whole, on the
-        wait its first image faces). With ``shed`` false (offline work) nothing is refused: the caller waits.
-        ``arrived``: when the upload was all in (this gate's clock), if the caller knows."""
+        wait its first image faces). With ``shed`` false (offline work) nothing is refused: the caller waits."""
         wait = self.estimate()
         if shed:
-            held = max(0.0, self.clock() - arrived) if arrived is not None else 0.0
-            self._check(wait, deadline, pixels[0] if pixels else 0, held)
+            self._check(wait, deadline, pixels[0] if pixels else 0)
         places = []
         for p in pixels:  # each image of a batch is expected to wait also for those ahead of it in the batch
             places.append(Place(self, p, wait))
@@ -235,19 +229,16 @@ class Admission:
 
     # -- the line ----------------------------------------------------------------------------------------------
 
-    def _check(self, estimate: float, deadline: float | None, pixels: int, held: float = 0.0) -> None:
+    def _check(self, estimate: float, deadline: float | None, pixels: int) -> None:
         wait = estimate * self.margin
         if len(self._waiting) >= self.max_queue:
             raise overloaded(
                 f"the server is busy: {len(self._waiting)} images are already waiting (COLORIZER_MAX_QUEUE)",
                 max(wait, 1.0),
             )
-        # A free place now is never refused, whatever the image's slowdown or the time it took to reach the gate.
-        slower = self.slowdown(pixels) if wait > 0 else 0.0
-        held = held if wait > 0 else 0.0
-        if wait + slower + held > self.budget_s:
+        slower = self.slowdown(pixels) if wait > 0 else 0.0  # a free place now is never refused
+        if wait + slower > self.budget_s:
             also = f", and the image {slower:.1f} s slower than on an idle server" if slower >= 0.05 else ""
-            also += f", after {held:.1f} s on the way in" if held >= 0.05 else ""
             raise overloaded(
                 f"the server is busy: the wait would be about {wait:.1f} s{also}, over the "
                 f"{self.budget_s * 1000:.0f} ms budget (COLORIZER_MAX_QUEUE_WAIT_MS), with "

@@ -25,7 +25,7 @@ from app.errors import ColorizerError
 from app.guidance import NO_GUIDANCE, Guidance, ModelHints, hints_unsupported, reference_colours
 from app.image_header import Header, checked_header
 from app.metrics import Metrics
-from app.observability import body_received_at_var, request_id_var
+from app.observability import request_id_var
 from app.pipeline import finish, prepare
 from app.runtime import ModelRuntime
 from app.tuning import Tuning
@@ -88,9 +88,7 @@ class Colorizer:
         async with self._outcome():
             header = checked_header(data, self.max_pixels)  # cheap, on the loop: refuses bombs before any work
             async with asyncio.timeout(self.tuning.request_timeout_s if shed else None):
-                (place,) = self.admission.admit(
-                    [header.pixels], self._deadline(), shed=shed, arrived=body_received_at_var.get()
-                )
+                (place,) = self.admission.admit([header.pixels], self._deadline(), shed=shed)
                 return await self._run(place, data, header, fmt, guidance)
 
     async def colorize_all(
@@ -108,9 +106,7 @@ class Colorizer:
                 headers.append(exc)
         valid = [h for h in headers if isinstance(h, Header)]
         try:
-            places = iter(
-                self.admission.admit([h.pixels for h in valid], self._deadline(), arrived=body_received_at_var.get())
-            )
+            places = iter(self.admission.admit([h.pixels for h in valid], self._deadline()))
         except ColorizerError as exc:
             for _ in valid:
                 self._count(exc)
@@ -173,7 +169,7 @@ class Colorizer:
             raise hints_unsupported(self.runtime.info.version)
         header = checked_header(data, self.max_pixels)
         async with asyncio.timeout(self.tuning.request_timeout_s):
-            (place,) = self.admission.admit([header.pixels], self._deadline(), arrived=body_received_at_var.get())
+            (place,) = self.admission.admit([header.pixels], self._deadline())
             try:
                 async with place:
                     return await self._in_thread(reference_colours, data, header, bins)  # off the event loop

@@ -14,9 +14,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.metrics import Metrics
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-# When the request's last body byte arrived (time.monotonic), set by the upload guard. Admission counts the time
-# since then: on a loop busy answering a flood, a request can wait there before it reaches the gate.
-body_received_at_var: contextvars.ContextVar[float | None] = contextvars.ContextVar("body_received_at", default=None)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 

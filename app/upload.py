@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.http_errors import ApiError
-from app.observability import body_received_at_var
 
 # The rest of the body is never read after these errors, so the connection cannot carry another request.
 CLOSE = {"Connection": "close"}
@@ -84,8 +82,6 @@ class BodyLimitMiddleware:
             if seen > self.max_bytes:
                 raise too_large(self.max_bytes)
             body_done = not message.get("more_body", False)
-            if body_done:
-                body_received_at_var.set(time.monotonic())  # read in this task, by whoever admits the upload
             return message
 
         await self.app(scope, guarded_receive, send)

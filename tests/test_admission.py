@@ -359,17 +359,3 @@ async def test_the_budget_also_covers_how_much_slower_images_run_than_at_their_f
     assert "slower than on an idle server" in refused.value.detail
     assert refused.value.retry_after_s == 1  # Retry-After is the wait for the line ahead, rounded up
     await stop(held)
-
-
-async def test_the_budget_also_covers_the_time_since_the_upload_arrived() -> None:
-    clock = Clock()
-    admission = gate(clock, concurrency=1, budget_s=0.5)
-    await teach(admission, clock, SMALL, 0.3)
-    admission.admit([SMALL], arrived=clock() - 10)[0].abandon()  # idle: a free place is never refused
-    held = await turns(admission.admit([SMALL]))  # a wait of 0.3 s: within the budget
-    admission.admit([SMALL], arrived=clock() - 0.1)[0].abandon()  # 0.3 + 0.1 on the way in: still within
-    with pytest.raises(ColorizerError) as refused:
-        admission.admit([SMALL], arrived=clock() - 0.3)  # 0.3 s in line after 0.3 s on the way in: past 0.5 s
-    assert "0.3 s on the way in" in refused.value.detail
-    assert refused.value.retry_after_s == 1  # Retry-After is still the wait for the line ahead
-    await stop(held)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,7 +15,6 @@ from app.colorize import Colorizer
 from app.config import Settings
 from app.errors import ColorizerError
 from app.metrics import Metrics
-from app.observability import body_received_at_var
 from app.runtime import ModelRuntime
 from app.tuning import Tuning
 from tests.conftest import MODEL, decode_png, gray_png
@@ -118,22 +116,3 @@ async def test_image_requests_overtake_video_frames_at_the_gate(build: Build) ->
         assert (colorizer.admission.running, colorizer.admission.waiting, colorizer.admission.bulk_waiting) == (1, 1, 1)
         await asyncio.gather(first, second, image)
         assert finished == ["chunk 1", "image", "chunk 2"]
-
-
-async def test_the_time_since_the_upload_arrived_counts_against_the_budget(build: Build) -> None:
-    # One place, held by a video chunk, so an image would wait (a free place is never refused); a long budget.
-    async with build(max_in_flight=1, max_queue_wait_ms=60_000) as colorizer:
-        size = colorizer.input_size
-        chunk = asyncio.create_task(colorizer.infer_frames(np.full((32, 1, size, size), 50.0, np.float32), 4))
-        await asyncio.sleep(0)  # the chunk holds the place
-        assert colorizer.admission.running == 1
-        body_received_at_var.set(time.monotonic() - 120)  # as if a busy loop had held the upload 2 min before the gate
-        with pytest.raises(ColorizerError) as refused:
-            await colorizer.colorize(gray_png(64, 64))
-        assert "on the way in" in refused.value.detail
-        with pytest.raises(ColorizerError) as refused:
-            await colorizer.colorize_all([gray_png(64, 64)] * 2)
-        assert "on the way in" in refused.value.detail
-        body_received_at_var.set(time.monotonic())  # just arrived: admitted, and served once the chunk is done
-        assert decode_png(await colorizer.colorize(gray_png(64, 64))).shape[:2] == (64, 64)
-        await chunk

@@ -37,7 +37,6 @@ from app.guidance import ModelHints
 from app.http_errors import ApiError
 from app.main import create_app
 from app.metrics import Metrics
-from app.observability import body_received_at_var
 from app.upload import BodyLimitMiddleware
 from bench.soak import proc, queue_depth, soak
 from tests.conftest import (
@@ -465,11 +464,6 @@ def guarded_echo() -> Iterator[str]:
     async def echo(request: Request) -> Response:
         return JSONResponse({"bytes": len(await request.body())})
 
-    async def arrived(request: Request) -> Response:
-        before = body_received_at_var.get()
-        await request.body()
-        return JSONResponse({"before": before, "after": body_received_at_var.get()})
-
     async def slow_answer(request: Request) -> Response:
         await request.body()
 
@@ -485,11 +479,7 @@ def guarded_echo() -> Iterator[str]:
         return JSONResponse(exc.body(), exc.status, exc.headers)
 
     inner = Starlette(
-        routes=[
-            Route("/echo", echo, methods=["POST"]),
-            Route("/arrived", arrived, methods=["POST"]),
-            Route("/slow-answer", slow_answer, methods=["POST"]),
-        ],
+        routes=[Route("/echo", echo, methods=["POST"]), Route("/slow-answer", slow_answer, methods=["POST"])],
         exception_handlers={ApiError: api_error},
     )
     app = BodyLimitMiddleware(inner, max_bytes=10_000, read_timeout_s=1.0)
@@ -517,21 +507,6 @@ def test_a_trickling_upload_gets_408_at_the_body_deadline(guarded_echo: str) -> 
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b'"code":"upload_timeout"' in answer
     assert b"connection: close" in answer.lower()
-
-
-def test_the_guard_notes_when_the_last_body_byte_arrived_for_admission(guarded_echo: str) -> None:
-    """Admission counts the time since then (a busy loop can hold a request before the gate): the moment is set in
-    the task that reads the body, once the last chunk is in, not at the request's start."""
-    last_sent: list[float] = []
-
-    def body() -> Iterator[bytes]:
-        yield b"x" * 3000
-        last_sent.append(time.monotonic())  # the server runs in this process: one monotonic clock
-        yield b"x" * 3000
-
-    r = httpx.post(guarded_echo + "/arrived", content=body())
-    assert r.json()["before"] is None
-    assert last_sent[0] <= r.json()["after"] <= time.monotonic()
 
 
 def test_the_body_deadline_spares_prompt_uploads_and_slow_answers(guarded_echo: str) -> None:
