@@ -81,6 +81,26 @@ def test_classification_output_stays_inside_the_bin_hull() -> None:
     assert ab.max() <= CENTRES.max() + 1e-4
 
 
+def test_a_combined_model_reads_out_from_the_head_its_readout_names() -> None:
+    model = make("combined", hints=True, skips=True).eval()
+    lightness = torch.rand(2, 1, 64, 64) * 100
+    hints = some_hints(2)
+    with torch.no_grad():
+        heads = model.heads(lightness, *hints)
+        assert heads.logits is not None
+        assert heads.ab_norm is not None
+        by_regression = model(lightness, *hints)
+        model.args.readout = "annealed_mean"
+        by_bins = model(lightness, *hints)
+        model.args.head = "classification"
+        classification_alone = model(lightness, *hints)  # the same weights, read as a classification model
+    torch.testing.assert_close(by_regression, heads.ab_norm * 110)
+    torch.testing.assert_close(by_bins, classification_alone)
+    assert not torch.allclose(by_bins, by_regression)
+    with pytest.raises(ValueError, match="does not fit the regression head"):
+        ColorizerNet(ModelArgs(head="regression", readout="annealed_mean"))
+
+
 def test_calibration_fit_recovers_an_affine_map_and_is_baked_into_the_model() -> None:
     rng = np.random.default_rng(0)
     pred = rng.normal(0, 20, (4, 2, 8, 8))

@@ -94,6 +94,14 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
     if hints:
         model.set_calibration(json.loads(meta["colorizer.calibration"]))
     assert export.parity(model, onnx_path, 64, batch=4) < 1e-3  # with hints present, for a hint model
+    assert meta["colorizer.readout"] == "regression"
+    if head == "combined":  # the same weights, read out from the bins instead
+        by_bins = tmp_path / "bins.onnx"
+        export.main([ckpt, str(by_bins), "--readout", "annealed_mean"])
+        assert {p.key: p.value for p in onnx.load(str(by_bins)).metadata_props}["colorizer.readout"] == "annealed_mean"
+        model, _ = export.load_model(ckpt, readout="annealed_mean")
+        assert export.parity(model, by_bins, 64, batch=4) < 1e-3
+        assert export.parity(model, onnx_path, 64, batch=4) > 1e-3  # it is another output than the regression's
 
     report = tmp_path / "eval"
     evaluate.main([str(onnx_path), str(photo_dir), "--out", str(report), "--limit", "4"])

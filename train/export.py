@@ -30,15 +30,18 @@ DEFAULT_TRAINED_ON = (
 )
 
 
-def load_model(checkpoint: str, annealed_t: float = 0.0) -> tuple[ColorizerNet, dict]:
+def load_model(checkpoint: str, annealed_t: float = 0.0, readout: str = "") -> tuple[ColorizerNet, dict]:
     """Rebuild the model from a checkpoint alone (model_args, bins and weights travel inside it).
 
-    ``annealed_t`` > 0 overrides the decoding temperature: it is not learnt, so it may be tuned after training.
+    ``annealed_t`` > 0 overrides the decoding temperature and ``readout`` a combined model's output head: neither
+    is learnt, so both may be chosen after training.
     """
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     args = ModelArgs(**ckpt["model_args"])
     if annealed_t > 0:
         args.annealed_t = annealed_t
+    if readout:
+        args.readout = readout
     centres = torch.from_numpy(np.asarray(ckpt["bins"]["centres"])) if args.num_bins else None
     model = ColorizerNet(args, centres)
     model.load_state_dict(ckpt["model"])
@@ -153,6 +156,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--trained_on", default=DEFAULT_TRAINED_ON)
     p.add_argument("--annealed_t", type=float, default=0.0, help="decoding temperature; default: the checkpoint's")
     p.add_argument(
+        "--readout",
+        choices=["regression", "annealed_mean"],
+        default="",
+        help="a combined model's output: its regression head or its bins' annealed mean; default: the checkpoint's",
+    )
+    p.add_argument(
         "--calibrate",
         action="store_true",
         help="fit the ab calibration (2×2, through the origin) on the run's calibration split and bake it in",
@@ -162,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache_dir", default="", help="decoded-photo cache for --calibrate; default: the run's")
     p.add_argument("--max_diff", type=float, default=0.05, help="fail when ORT and PyTorch differ by more (ab)")
     a = p.parse_args(argv)
-    model, ckpt = load_model(a.checkpoint, a.annealed_t)
+    model, ckpt = load_model(a.checkpoint, a.annealed_t, a.readout)
     if a.calibrate:
         cal = calibrate(
             model, a.data_dir or ckpt["config"]["data_dir"], ckpt["config"], a.cache_dir, a.calibration_offset
@@ -184,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         "colorizer.trained_on": a.trained_on,
         "colorizer.train_steps": str(ckpt["step"]),
         "colorizer.head": model.args.head,
+        "colorizer.readout": model.args.readout,
         "colorizer.annealed_t": str(model.args.annealed_t),
         "colorizer.calibration": json.dumps([round(v, 6) for v in model.args.calibration]),
         **hint_metadata(model),

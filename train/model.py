@@ -22,12 +22,13 @@ from train.global_features import build_global_extractor
 
 L_CENT, L_NORM, AB_NORM = 50.0, 50.0, 110.0
 HEADS = ("classification", "regression", "combined")
+READOUTS = ("regression", "annealed_mean")
 IDENTITY_CALIBRATION = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]  # row-major 2×2 matrix, then the (a, b) offset
 
 
 @dataclass
 class ModelArgs:
-    head: str = "classification"  # "classification", "regression", or "combined" (both; output from regression)
+    head: str = "classification"  # "classification", "regression", or "combined" (both; output per ``readout``)
     width: int = 16  # channels of the first encoder layer; later layers are multiples
     global_extractor: str = "compact"
     global_weights: str = ""  # local weights file for a pretrained extractor
@@ -37,6 +38,9 @@ class ModelArgs:
     skips: bool = False  # U-Net shortcuts from the encoder's H/2 and H/4 stages into the decoder
     hints: bool = False  # take hint_ab, hint_mask (local) and global_hint inputs
     calibration: list[float] = field(default_factory=lambda: list(IDENTITY_CALIBRATION))  # ab ← M·ab + t
+    # Which head a combined model's ab comes from: "regression" (colorization-pytorch's choice) or
+    # "annealed_mean" (the bins' annealed mean, Zhang et al. 2016). Not learnt, so chosen at export by measurement.
+    readout: str = "regression"
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -113,6 +117,8 @@ class ColorizerNet(nn.Module):
         super().__init__()
         if args.head not in HEADS:
             raise ValueError(f"unknown head {args.head!r}")
+        if args.readout not in READOUTS or (args.readout == "annealed_mean" and args.head == "regression"):
+            raise ValueError(f"readout {args.readout!r} does not fit the {args.head} head")
         self.args = args
         c = args.fused_channels
         self.encoder = Encoder(4 if args.hints else 1, args.width, c)
@@ -155,10 +161,10 @@ class ColorizerNet(nn.Module):
         hint_ab: torch.Tensor | None = None,
         hint_mask: torch.Tensor | None = None,
         global_hint: torch.Tensor | None = None,
-        logits: bool = True,
+        all_heads: bool = True,
     ) -> HeadOutput:
         """Raw head outputs for L (N, 1, S, S) and, for a hint model, its hints (zeros where None);
-        ``logits=False`` skips the bin logits of a combined head, which only training needs."""
+        ``all_heads=False`` skips the head of a combined model its readout does not use (only training needs it)."""
         x = (lightness - L_CENT) / L_NORM  # (N, 1, S, S)
         glob = self.global_features(x)  # (N, C)
         parts = [glob]
@@ -173,9 +179,11 @@ class ColorizerNet(nn.Module):
         tiled = [p[:, :, None, None].expand(-1, -1, local.shape[2], local.shape[3]) for p in parts]
         fused = self.fusion(torch.cat([local, *tiled], dim=1))  # (N, C, S/8, S/8)
         y = self.decoder(fused, skips)  # (N, 2w, S/2, S/2)
+        reads_bins = self.args.head == "classification" or self.args.readout == "annealed_mean"
+        reads_regression = self.args.head == "regression" or self.args.readout == "regression"
         return HeadOutput(
-            self.head(y) if hasattr(self, "head") and (logits or self.args.head == "classification") else None,
-            self.regression(y) if hasattr(self, "regression") else None,
+            self.head(y) if hasattr(self, "head") and (all_heads or reads_bins) else None,
+            self.regression(y) if hasattr(self, "regression") and (all_heads or reads_regression) else None,
         )
 
     def decode(self, out: HeadOutput, guided: torch.Tensor | None = None) -> torch.Tensor:
@@ -184,7 +192,7 @@ class ColorizerNet(nn.Module):
         ``guided`` (N,) is 1 for an image with any hint, else 0. The calibration corrects the automatic mode's
         cast and saturation; an image the user gave colours to keeps the network's own answer, which training
         taught to reproduce them (a global map fitted on automatic output would bend the user's colours)."""
-        if out.ab_norm is not None:
+        if out.ab_norm is not None and (self.args.readout == "regression" or out.logits is None):
             ab = out.ab_norm * AB_NORM
         else:
             assert out.logits is not None
@@ -218,5 +226,5 @@ class ColorizerNet(nn.Module):
     ) -> torch.Tensor | HeadOutput:
         """L (N, 1, S, S) in [0, 100] (+ hints) -> ab (N, 2, S/2, S/2) in Lab units; ``features_only`` gives the
         raw head outputs (so training goes through ``forward`` and DDP syncs its gradients)."""
-        out = self.heads(lightness, hint_ab, hint_mask, global_hint, logits=features_only)
+        out = self.heads(lightness, hint_ab, hint_mask, global_hint, all_heads=features_only)
         return out if features_only else self.decode(out, self.guided(hint_mask, global_hint))
