@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import photo_like
-from train import evaluate, export
+from train import choose_readout, evaluate, export
 from train.config import parse_config
 from train.train import train
 
@@ -102,6 +102,17 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         model, _ = export.load_model(ckpt, readout="annealed_mean")
         assert export.parity(model, by_bins, 64, batch=4) < 1e-3
         assert export.parity(model, onnx_path, 64, batch=4) > 1e-3  # it is another output than the regression's
+        choices, gray = choose_readout.compare(ckpt, str(photo_dir))  # scored on the calibration split
+        assert [(c.readout, c.calibrated) for c in choices] == [
+            ("regression", False),
+            ("regression", True),
+            ("annealed_mean", False),
+            ("annealed_mean", True),
+        ]
+        assert all(np.isfinite(c.psnr) and c.psnr > 5 for c in choices)
+        assert gray > 5
+        best = choose_readout.main([ckpt, "--data_dir", str(photo_dir)])
+        assert best.psnr == max(c.psnr for c in choices)
 
     report = tmp_path / "eval"
     evaluate.main([str(onnx_path), str(photo_dir), "--out", str(report), "--limit", "4"])
