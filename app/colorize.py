@@ -27,6 +27,7 @@ from app.image_header import Header, checked_header
 from app.metrics import Metrics
 from app.observability import request_id_var
 from app.pipeline import finish, prepare
+from app.point_follow import follow_points
 from app.runtime import ModelRuntime
 from app.tuning import Tuning
 
@@ -127,8 +128,11 @@ class Colorizer:
         self, small_l: np.ndarray, priority: Priority = Priority.INTERACTIVE, hints: ModelHints | None = None
     ) -> np.ndarray:
         """(1, S, S) L (and its hints at model resolution) -> (2, h, w) ab through the batcher, shared with every
-        other request's images."""
-        return await self.batcher.submit(small_l, request_id_var.get(), priority, hints)
+        other request's images; then moved towards the point hints, if any, the same for every entry point."""
+        ab = await self.batcher.submit(small_l, request_id_var.get(), priority, hints)
+        if hints is None:
+            return ab
+        return await self._in_thread(follow_points, ab, small_l[0], hints.hint_ab, hints.hint_mask)  # ms: off the loop
 
     async def infer_frames(self, frames: np.ndarray, in_flight: int, hints: ModelHints | None = None) -> np.ndarray:
         """A video chunk's (N, 1, S, S) frames -> (N, 2, h, w) ab, through the batcher as BULK work, at most

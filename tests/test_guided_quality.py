@@ -54,6 +54,16 @@ def test_a_red_point_on_a_gray_region_makes_it_red(live_server: Server) -> None:
     assert abs(redness(hinted, 280, 200) - redness(plain, 280, 200)) < 5
 
 
+def test_a_point_comes_back_in_the_colour_asked_for(live_server: Server) -> None:
+    """Not just redder: at the point itself the photo's a, b are the hint's (app/point_follow.py), whatever share of
+    the way the network went by itself."""
+    photo = cv2.imencode(".jpg", gray_card())[1].tobytes()
+    hinted = colorize(live_server, photo, {"points": [{"x": 80, "y": 120, "color": RED}]})
+    asked = lab(np.array([[[0x20, 0x30, 0xC0]]], np.uint8))[0, 0, 1:]
+    got = lab(hinted)[117:124, 77:84, 1:].mean((0, 1))
+    assert np.linalg.norm(got - asked) < 6, (got, asked)
+
+
 def test_a_blue_reference_moves_the_whole_photo_toward_blue(live_server: Server) -> None:
     photo = cv2.imencode(".jpg", gray_card())[1].tobytes()
     blue = np.zeros((64, 64, 3), np.uint8)

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from app.point_follow import follow_points
 from train.data import is_validation, list_images, read_bgra
 from train.hints import ab_distribution, global_hint, place_hints
 from train.lab import bgr_to_lab, lab_to_bgr
@@ -91,6 +92,8 @@ class OnnxColorizer:
         elif hints is not None:
             raise ValueError("this model takes no hints")
         (ab,) = self.session.run(["ab"], feeds)  # (1, 2, h, w)
+        if hints is not None:  # as the service does after the model
+            ab = follow_points(ab[0], small, hints.hint_ab, hints.hint_mask)[None]
         ab_full = cv2.resize(ab[0].transpose(1, 2, 0), (bgr.shape[1], bgr.shape[0]), interpolation=cv2.INTER_LINEAR)
         return lab_to_bgr(np.dstack([lab[:, :, :1], ab_full]))
 
