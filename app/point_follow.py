@@ -6,7 +6,8 @@ the image with a weight that falls with distance (σ = SPATIAL_SIGMA of the side
 (σ = LIGHTNESS_SIGMA L units), so a correction stays on the surface that was clicked and fades away from it; where
 several points reach a pixel their residuals are averaged by weight, and where the weights sum to less than 1 the
 correction fades out. Automatic colour and the global hints (palette, reference photo) are left as they are.
-Both sigmas were chosen on the calibration split, never the evaluation split (models/README.md).
+Both sigmas were chosen on the calibration split, never the evaluation split (``python -m
+train.choose_point_sigmas``; models/README.md).
 
 It works at the model's output size (S/2, a few thousand pixels), so its cost is negligible beside the model's.
 """
@@ -20,9 +21,17 @@ SPATIAL_SIGMA = 0.3  # of the image side (the photo is squeezed to a square for 
 LIGHTNESS_SIGMA = 10.0  # L units
 
 
-def follow_points(ab: np.ndarray, small_l: np.ndarray, hint_ab: np.ndarray, hint_mask: np.ndarray) -> np.ndarray:
+def follow_points(
+    ab: np.ndarray,
+    small_l: np.ndarray,
+    hint_ab: np.ndarray,
+    hint_mask: np.ndarray,
+    spatial_sigma: float = SPATIAL_SIGMA,
+    lightness_sigma: float = LIGHTNESS_SIGMA,
+) -> np.ndarray:
     """ab (2, h, w) from the model; small_l (S, S) the L it saw; hint_ab (2, S, S), hint_mask (1, S, S) its point
-    hints. Returns ab (2, h, w) moved towards the points, or ab itself when there are none."""
+    hints. Returns ab (2, h, w) moved towards the points, or ab itself when there are none. The sigmas are
+    parameters only so that train/choose_point_sigmas.py can sweep them."""
     mask = hint_mask[0] > 0
     if not mask.any():
         return ab
@@ -43,8 +52,8 @@ def follow_points(ab: np.ndarray, small_l: np.ndarray, hint_ab: np.ndarray, hint
     small = cv2.resize(small_l, (w, h), interpolation=cv2.INTER_AREA)  # (h, w)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
     weights = np.exp(
-        -((yy[..., None] - cy) ** 2 + (xx[..., None] - cx) ** 2) / (2 * (SPATIAL_SIGMA * max(h, w)) ** 2)
-        - (small[..., None] - lightness) ** 2 / (2 * LIGHTNESS_SIGMA**2)
+        -((yy[..., None] - cy) ** 2 + (xx[..., None] - cx) ** 2) / (2 * (spatial_sigma * max(h, w)) ** 2)
+        - (small[..., None] - lightness) ** 2 / (2 * lightness_sigma**2)
     )  # (h, w, K)
     correction = weights @ (wanted - got).T / np.maximum(weights.sum(-1, keepdims=True), 1.0)  # (h, w, 2)
     moved: np.ndarray = (ab + correction.transpose(2, 0, 1)).astype(ab.dtype)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import photo_like
-from train import choose_readout, evaluate, export
+from train import choose_point_sigmas, choose_readout, evaluate, export
 from train.config import parse_config
 from train.train import train
 
@@ -113,6 +113,11 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         assert gray > 5
         best = choose_readout.main([ckpt, "--data_dir", str(photo_dir)])
         assert best.psnr == max(c.psnr for c in choices)
+
+    if hints:  # the point follow-up's sigmas, swept on the calibration split
+        best = choose_point_sigmas.main([str(onnx_path), str(photo_dir)])
+        assert best[0] in choose_point_sigmas.SPATIAL
+        assert best[1] in choose_point_sigmas.LIGHTNESS
 
     report = tmp_path / "eval"
     evaluate.main([str(onnx_path), str(photo_dir), "--out", str(report), "--limit", "4"])

@@ -82,9 +82,9 @@ class OnnxColorizer:
         lab = bgr_to_lab(bgr)
         return cv2.resize(lab[:, :, 1:], (self.size, self.size), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
 
-    def __call__(self, bgr: np.ndarray, hints: Hints | None = None) -> np.ndarray:
-        lab = bgr_to_lab(bgr)
-        small = cv2.resize(lab[:, :, 0], (self.size, self.size), interpolation=cv2.INTER_AREA)
+    def raw_ab(self, bgr: np.ndarray, hints: Hints | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The network's own ab (2, h, w) for a photo (and its hints), and the L (S, S) it saw."""
+        small = cv2.resize(bgr_to_lab(bgr)[:, :, 0], (self.size, self.size), interpolation=cv2.INTER_AREA)
         feeds = {"L": small[None, None]}
         if self.takes_hints:
             h = hints or self.no_hints()
@@ -92,10 +92,22 @@ class OnnxColorizer:
         elif hints is not None:
             raise ValueError("this model takes no hints")
         (ab,) = self.session.run(["ab"], feeds)  # (1, 2, h, w)
-        if hints is not None:  # as the service does after the model
-            ab = follow_points(ab[0], small, hints.hint_ab, hints.hint_mask)[None]
-        ab_full = cv2.resize(ab[0].transpose(1, 2, 0), (bgr.shape[1], bgr.shape[0]), interpolation=cv2.INTER_LINEAR)
-        return lab_to_bgr(np.dstack([lab[:, :, :1], ab_full]))
+        return ab[0], small
+
+    def __call__(self, bgr: np.ndarray, hints: Hints | None = None, **sigmas: float) -> np.ndarray:
+        """The colourised photo, as the service gives it: the network's ab moved to the point hints (``sigmas``
+        override app/point_follow.py's), joined with the photo's full-resolution L."""
+        ab, small = self.raw_ab(bgr, hints)
+        if hints is not None:
+            ab = follow_points(ab, small, hints.hint_ab, hints.hint_mask, **sigmas)
+        return join_ab(bgr, ab)
+
+
+def join_ab(bgr: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    """ab (2, h, w) resized onto the photo's own L -> uint8 BGR."""
+    lab = bgr_to_lab(bgr)
+    full = cv2.resize(ab.transpose(1, 2, 0), (bgr.shape[1], bgr.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return lab_to_bgr(np.dstack([lab[:, :, :1], full]))
 
 
 def gray_baseline(bgr: np.ndarray) -> np.ndarray:
