@@ -130,7 +130,7 @@ class Colorizer:
         """(1, S, S) L (and its hints at model resolution) -> (2, h, w) ab through the batcher, shared with every
         other request's images; then moved towards the point hints, if any, the same for every entry point."""
         ab = await self.batcher.submit(small_l, request_id_var.get(), priority, hints)
-        if hints is None:
+        if hints is None or not hints.has_points:  # a palette or a reference only: nothing to follow
             return ab
         return await self._in_thread(follow_points, ab, small_l[0], hints.hint_ab, hints.hint_mask)  # ms: off the loop
 

@@ -64,6 +64,10 @@ class ModelHints:
     hint_mask: np.ndarray  # (1, S, S) float32
     global_hint: np.ndarray  # (Q + 1,) float32: a distribution over the bins, then the flag; zeros = none
 
+    @property
+    def has_points(self) -> bool:
+        return bool(self.hint_mask.any())
+
 
 @dataclass(frozen=True)
 class Guidance:

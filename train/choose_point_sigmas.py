@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from app.point_follow import LIGHTNESS_SIGMA, SPATIAL_SIGMA
+from app.point_follow import LIGHTNESS_SIGMA, SPATIAL_SIGMA, follow_points
 from train.data import split_images
 from train.evaluate import SEED, Hints, OnnxColorizer, join_ab, load_eval_image, psnr
 from train.hints import place_hints
@@ -30,10 +30,10 @@ def sweep(model_path: str, files: list[str]) -> tuple[float, dict[tuple[float, f
         truth = load_eval_image(path)
         hint_ab, mask = place_hints(model.truth_ab(truth), POINTS, np.random.default_rng([SEED, i, POINTS]))
         hints = Hints(hint_ab, mask, model.no_hints().global_hint)
-        ab, _ = model.raw_ab(truth, hints)
+        ab, small = model.raw_ab(truth, hints)  # the network once per photo; only the follow-up varies
         without.append(psnr(join_ab(truth, ab)[..., ::-1], truth[..., ::-1]))
         for s, ls in scores:
-            out = model(truth, hints, spatial_sigma=s, lightness_sigma=ls)
+            out = join_ab(truth, follow_points(ab, small, hint_ab, mask, s, ls))
             scores[(s, ls)].append(psnr(out[..., ::-1], truth[..., ::-1]))
     return float(np.mean(without)), {k: float(np.mean(v)) for k, v in scores.items()}
 

@@ -15,15 +15,13 @@ import argparse
 import os
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
 from train.calibrate import apply, fit
 from train.data import split_images
-from train.evaluate import EVAL_SIZE, load_eval_image, psnr
+from train.evaluate import gray_baseline, join_ab, load_eval_image, psnr, small_ab, small_lightness
 from train.export import load_model
-from train.lab import bgr_to_lab, lab_to_bgr
 from train.model import IDENTITY_CALIBRATION, READOUTS, ColorizerNet
 
 
@@ -41,30 +39,14 @@ class Choice:
 def automatic_ab(model: ColorizerNet, photos: list[np.ndarray], size: int) -> np.ndarray:
     """The model's uncalibrated automatic ab (N, 2, S/2, S/2) for 256² BGR photos, L resized as the service does."""
     model.set_calibration(IDENTITY_CALIBRATION)
-    small = [cv2.resize(bgr_to_lab(p)[:, :, 0], (size, size), interpolation=cv2.INTER_AREA)[None] for p in photos]
-    out = model(torch.from_numpy(np.stack(small)))
+    out = model(torch.from_numpy(np.stack([small_lightness(p, size)[None] for p in photos])))
     assert isinstance(out, torch.Tensor)
     return out.numpy()
 
 
-def truth_ab(photos: list[np.ndarray], side: int) -> np.ndarray:
-    """The photos' own ab at the model's output size (N, 2, side, side), for fitting the calibration."""
-    return np.stack(
-        [
-            cv2.resize(bgr_to_lab(p)[:, :, 1:], (side, side), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
-            for p in photos
-        ]
-    )
-
-
 def scores(photos: list[np.ndarray], ab: np.ndarray) -> np.ndarray:
     """PSNR per photo of ab (N, 2, h, w) joined with each photo's own L."""
-    out = []
-    for photo, small in zip(photos, ab, strict=True):
-        lab = bgr_to_lab(photo)
-        full = cv2.resize(small.transpose(1, 2, 0), (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_LINEAR)
-        out.append(psnr(lab_to_bgr(np.dstack([lab[:, :, :1], full]))[..., ::-1], photo[..., ::-1]))
-    return np.array(out)
+    return np.array([psnr(join_ab(p, a)[..., ::-1], p[..., ::-1]) for p, a in zip(photos, ab, strict=True)])
 
 
 def cross_fitted(photos: list[np.ndarray], ab: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -87,13 +69,13 @@ def compare(checkpoint: str, data_dir: str = "") -> tuple[list[Choice], float]:
     if len(calib) < 2:
         raise SystemExit(f"need at least 2 calibration photos under {root}, found {len(calib)}")
     photos = [load_eval_image(os.path.join(root, f)) for f in calib]
-    gray = float(scores(photos, np.zeros((len(photos), 2, 1, 1), np.float32)).mean())
+    gray = float(np.mean([psnr(gray_baseline(p)[..., ::-1], p[..., ::-1]) for p in photos]))
     readouts = READOUTS if model.args.head == "combined" else (model.args.readout,)
     choices = []
     for readout in readouts:
         model.args.readout = readout
         ab = automatic_ab(model, photos, int(cfg["crop_size"]))
-        truth = truth_ab(photos, ab.shape[-1])
+        truth = np.stack([small_ab(p, ab.shape[-1]) for p in photos])
         choices.append(Choice(readout, False, float(scores(photos, ab).mean())))
         choices.append(Choice(readout, True, float(cross_fitted(photos, ab, truth).mean())))
     return choices, gray

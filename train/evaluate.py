@@ -79,12 +79,11 @@ class OnnxColorizer:
 
     def truth_ab(self, bgr: np.ndarray) -> np.ndarray:
         """The truth's ab at model resolution (2, S, S), where local hints are taken."""
-        lab = bgr_to_lab(bgr)
-        return cv2.resize(lab[:, :, 1:], (self.size, self.size), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+        return small_ab(bgr, self.size)
 
     def raw_ab(self, bgr: np.ndarray, hints: Hints | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The network's own ab (2, h, w) for a photo (and its hints), and the L (S, S) it saw."""
-        small = cv2.resize(bgr_to_lab(bgr)[:, :, 0], (self.size, self.size), interpolation=cv2.INTER_AREA)
+        small = small_lightness(bgr, self.size)
         feeds = {"L": small[None, None]}
         if self.takes_hints:
             h = hints or self.no_hints()
@@ -94,13 +93,23 @@ class OnnxColorizer:
         (ab,) = self.session.run(["ab"], feeds)  # (1, 2, h, w)
         return ab[0], small
 
-    def __call__(self, bgr: np.ndarray, hints: Hints | None = None, **sigmas: float) -> np.ndarray:
-        """The colourised photo, as the service gives it: the network's ab moved to the point hints (``sigmas``
-        override app/point_follow.py's), joined with the photo's full-resolution L."""
+    def __call__(self, bgr: np.ndarray, hints: Hints | None = None) -> np.ndarray:
+        """The colourised photo, as the service gives it: the network's ab moved to the point hints, joined with
+        the photo's full-resolution L."""
         ab, small = self.raw_ab(bgr, hints)
         if hints is not None:
-            ab = follow_points(ab, small, hints.hint_ab, hints.hint_mask, **sigmas)
+            ab = follow_points(ab, small, hints.hint_ab, hints.hint_mask)
         return join_ab(bgr, ab)
+
+
+def small_lightness(bgr: np.ndarray, size: int) -> np.ndarray:
+    """The model's input L (S, S) for a photo, resized as the service resizes it."""
+    return cv2.resize(bgr_to_lab(bgr)[:, :, 0], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def small_ab(bgr: np.ndarray, side: int) -> np.ndarray:
+    """A photo's own ab resized to side × side: (2, side, side)."""
+    return cv2.resize(bgr_to_lab(bgr)[:, :, 1:], (side, side), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
 
 
 def join_ab(bgr: np.ndarray, ab: np.ndarray) -> np.ndarray:

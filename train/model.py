@@ -179,11 +179,16 @@ class ColorizerNet(nn.Module):
         tiled = [p[:, :, None, None].expand(-1, -1, local.shape[2], local.shape[3]) for p in parts]
         fused = self.fusion(torch.cat([local, *tiled], dim=1))  # (N, C, S/8, S/8)
         y = self.decoder(fused, skips)  # (N, 2w, S/2, S/2)
-        reads_bins = self.args.head == "classification" or self.args.readout == "annealed_mean"
-        reads_regression = self.args.head == "regression" or self.args.readout == "regression"
         return HeadOutput(
-            self.head(y) if hasattr(self, "head") and (all_heads or reads_bins) else None,
-            self.regression(y) if hasattr(self, "regression") and (all_heads or reads_regression) else None,
+            self.head(y) if hasattr(self, "head") and (all_heads or self.reads_bins) else None,
+            self.regression(y) if hasattr(self, "regression") and (all_heads or not self.reads_bins) else None,
+        )
+
+    @property
+    def reads_bins(self) -> bool:
+        """Whether the output ab is the bins' annealed mean (else the regression head's)."""
+        return self.args.head == "classification" or (
+            self.args.head == "combined" and self.args.readout == "annealed_mean"
         )
 
     def decode(self, out: HeadOutput, guided: torch.Tensor | None = None) -> torch.Tensor:
@@ -192,7 +197,8 @@ class ColorizerNet(nn.Module):
         ``guided`` (N,) is 1 for an image with any hint, else 0. The calibration corrects the automatic mode's
         cast and saturation; an image the user gave colours to keeps the network's own answer, which training
         taught to reproduce them (a global map fitted on automatic output would bend the user's colours)."""
-        if out.ab_norm is not None and (self.args.readout == "regression" or out.logits is None):
+        if not self.reads_bins:
+            assert out.ab_norm is not None
             ab = out.ab_norm * AB_NORM
         else:
             assert out.logits is not None
