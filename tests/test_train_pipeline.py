@@ -144,16 +144,18 @@ def test_cut_outs_are_pasted_on_photos_and_sometimes_on_a_plain_gray_backdrop() 
     draws = 400
     for share in (PLAIN_BACKDROP_SHARE, 0.6):
         crops = RandomCrops([photo, cutout], 32, 0.5, seed=1, plain_share=share)
-        plain, ramps = 0, 0
+        plain, flat, ramps = 0, 0, 0
         for _ in range(draws):
             bg = crops.backdrop(np.random.default_rng(rng.integers(1 << 30)))[:, :, :3]  # a photo crop keeps its alpha
             assert bg.shape == (32, 32, 3)
             assert bg.dtype == np.uint8
             if (bg == bg[:, :, :1]).all():  # B = G = R everywhere: neutral, ab exactly 0
                 plain += 1
-                ramps += int(bg.max() - bg.min() >= 4)  # not one flat level: a gentle lightness ramp
+                flat += int(bg.max() == bg.min())  # one level, as a cut-out flattened on one colour
+                ramps += int(bg.max() - bg.min() >= 4)  # a gentle lightness ramp
         assert 0.5 * share * draws < plain < 1.5 * share * draws
-        assert ramps > 0.5 * plain
+        assert 0.35 * plain < flat < 0.65 * plain  # half flat
+        assert ramps > 0.35 * plain  # most of the other half visibly ramped
 
 
 def test_a_warm_restart_starts_a_fresh_cosine_cycle_at_schedule_from_minutes() -> None:
