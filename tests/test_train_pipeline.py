@@ -126,6 +126,24 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
     assert ("10 hints" in table) == hints
     assert ("global hint" in table) == hints
     assert (report / "grid.png").stat().st_size > 1000
+    per_photo = (report / "per_photo.csv").read_text().splitlines()
+    assert per_photo[0] == "photo,automatic_psnr,gray_psnr,difference"
+    assert len(per_photo) == 1 + 4
+    differences = [float(line.rsplit(",", 1)[1]) for line in per_photo[1:]]
+    assert differences == sorted(differences)  # worst against gray first
+
+
+def test_neutral_cast_is_the_chroma_put_where_the_truth_is_neutral() -> None:
+    truth = np.full((32, 32, 3), 128, np.uint8)  # a gray wall ...
+    truth[:, 16:] = (40, 60, 200)  # ... beside a red one, which does not count
+    tinted = truth.copy()
+    tinted[:, :16] = (128, 140, 128)  # the wall turned green
+    cast = evaluate.neutral_cast(tinted, truth)
+    green_chroma = float(np.hypot(*evaluate.bgr_to_lab(tinted)[0, 0, 1:]))
+    assert cast == pytest.approx(green_chroma, rel=1e-4)
+    assert cast > 5
+    assert evaluate.neutral_cast(truth, truth) < 0.1
+    assert np.isnan(evaluate.neutral_cast(tinted[:, 16:], truth[:, 16:]))  # no neutral pixel to judge
 
 
 def test_unknown_config_key_is_an_error() -> None:

@@ -4,9 +4,11 @@ and with colour hints.
     python -m train.evaluate models/colorizer.onnx ~/.cache/colorize/train --split val --out docs/eval
 
 Metrics at 256×256 on uint8 RGB, as DDColor's basicsr computes PSNR; colourfulness is Hasler and
-Süsstrunk's (2003) M. The gray baseline predicts a = b = 0. For a model with hint inputs, the same photos are
-also scored with 1, 2, 5, 10 and 20 local hints from the truth, sampled as in training with a fixed seed,
-and with the truth's own global hint (Zhang et al. 2017's evaluation).
+Süsstrunk's (2003) M; the neutral cast is the mean chroma (ab units) a prediction puts where the truth is neutral
+(chroma < NEUTRAL_CHROMA): a gray wall, a studio backdrop, an overcast sky. The gray baseline predicts a = b = 0.
+For a model with hint inputs, the same photos are also scored with 1, 2, 5, 10 and 20 local hints from the truth,
+sampled as in training with a fixed seed, and with the truth's own global hint (Zhang et al. 2017's evaluation).
+per_photo.csv lists each photo's automatic and gray PSNR, worst against gray first.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from train.hints import ab_distribution, global_hint, place_hints
 from train.lab import bgr_to_lab, lab_to_bgr
 
 EVAL_SIZE = 256
+NEUTRAL_CHROMA = 3.0  # ab units; a pixel of the truth below it counts as neutral (just-noticeable is ~2.3)
 HINT_COUNTS = (1, 2, 5, 10, 20)
 SEED = 2017
 
@@ -48,10 +51,19 @@ def colourfulness(bgr: np.ndarray) -> float:
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
+def neutral_cast(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean chroma of pred (uint8 BGR) where the truth is neutral; NaN when the truth has no neutral pixel."""
+    neutral = np.hypot(*bgr_to_lab(truth)[:, :, 1:].transpose(2, 0, 1)) < NEUTRAL_CHROMA
+    if not neutral.any():
+        return float("nan")
+    return float(np.hypot(*bgr_to_lab(pred)[:, :, 1:].transpose(2, 0, 1))[neutral].mean())
+
+
 @dataclass
 class Scores:
     psnr: float
     colourfulness: float
+    neutral_cast: float
 
 
 @dataclass
@@ -164,17 +176,20 @@ class Report:
     photos: int
     grid: np.ndarray  # gray | automatic | truth
     hint_grid: np.ndarray | None  # gray | automatic | 10 hints (marked) | truth
+    per_photo: list[tuple[str, float, float]]  # (path, automatic PSNR, gray baseline PSNR)
 
 
 def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> Report:
     """Mean scores per mode; hint modes use one seeded generator per photo, so every model sees the same hints."""
     model = OnnxColorizer(model_path)
-    scores: dict[str, list[tuple[float, float]]] = {}
+    scores: dict[str, list[tuple[float, float, float]]] = {}
     rows: list[list[np.ndarray]] = []
     hint_rows: list[list[np.ndarray]] = []
 
     def score(mode: str, pred: np.ndarray, truth: np.ndarray) -> None:
-        scores.setdefault(mode, []).append((psnr(pred[..., ::-1], truth[..., ::-1]), colourfulness(pred)))
+        scores.setdefault(mode, []).append(
+            (psnr(pred[..., ::-1], truth[..., ::-1]), colourfulness(pred), neutral_cast(pred, truth))
+        )
 
     for i, path in enumerate(files):
         truth = load_eval_image(path)
@@ -182,7 +197,7 @@ def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> Report:
         auto = model(truth)
         score("automatic", auto, truth)
         score("gray baseline", gray, truth)
-        scores.setdefault("ground truth", []).append((float("nan"), colourfulness(truth)))
+        scores.setdefault("ground truth", []).append((float("nan"), colourfulness(truth), neutral_cast(truth, truth)))
         if len(rows) < grid_rows:
             rows.append([gray, auto, truth])
         if not model.takes_hints:
@@ -199,16 +214,20 @@ def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> Report:
         pred = model(truth, Hints(blank.hint_ab, blank.hint_mask, global_hint(ab_distribution(ab, model.bins))))
         score("global hint (truth's)", pred, truth)
 
-    def mean(xs: list[tuple[float, float]]) -> Scores:
+    def mean(xs: list[tuple[float, float, float]]) -> Scores:
         arr = np.array(xs)
-        p = float(np.nanmean(arr[:, 0])) if not np.isnan(arr[:, 0]).all() else float("nan")
-        return Scores(p, float(arr[:, 1].mean()))
+        p, _, cast = (float(np.nanmean(col)) if not np.isnan(col).all() else float("nan") for col in arr.T)
+        return Scores(p, float(arr[:, 1].mean()), cast)
 
     return Report(
         {mode: mean(xs) for mode, xs in scores.items()},
         len(files),
         contact_sheet(rows, ["gray input", "colorizer", "original"]),
         contact_sheet(hint_rows, ["gray input", "automatic", "10 hints", "original"]) if hint_rows else None,
+        [
+            (path, auto[0], gray[0])
+            for path, auto, gray in zip(files, scores["automatic"], scores["gray baseline"], strict=True)
+        ],
     )
 
 
@@ -216,12 +235,20 @@ def markdown_table(report: Report, model_path: str) -> str:
     lines = [
         f"Evaluation of `{os.path.basename(model_path)}` on {report.photos} photos at {EVAL_SIZE}×{EVAL_SIZE}",
         "",
-        "| | PSNR RGB (dB) ↑ | colourfulness (Hasler–Süsstrunk) |",
-        "| --- | ---: | ---: |",
+        "| | PSNR RGB (dB) ↑ | colourfulness (Hasler–Süsstrunk) | neutral cast (chroma where the truth is neutral) ↓ |",
+        "| --- | ---: | ---: | ---: |",
     ]
     for mode, s in report.modes.items():
         p = "–" if np.isnan(s.psnr) else f"{s.psnr:.2f}"
-        lines.append(f"| {mode} | {p} | {s.colourfulness:.1f} |")
+        lines.append(f"| {mode} | {p} | {s.colourfulness:.1f} | {s.neutral_cast:.1f} |")
+    return "\n".join([*lines, ""])
+
+
+def per_photo_csv(report: Report, folder: str) -> str:
+    """One line per photo, worst against gray first: where the automatic mode wins and loses."""
+    lines = ["photo,automatic_psnr,gray_psnr,difference"]
+    for path, auto, gray in sorted(report.per_photo, key=lambda r: r[1] - r[2]):
+        lines.append(f"{os.path.relpath(path, folder)},{auto:.2f},{gray:.2f},{auto - gray:+.2f}")
     return "\n".join([*lines, ""])
 
 
@@ -270,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(report, a.model)
     (a.out / "EVALUATION.md").write_text(table)
+    (a.out / "per_photo.csv").write_text(per_photo_csv(report, a.folder))
     cv2.imwrite(str(a.out / "grid.png"), report.grid)
     if report.hint_grid is not None:
         cv2.imwrite(str(a.out / "grid_hints.png"), report.hint_grid)
