@@ -26,8 +26,8 @@ class TrainConfig:
     regression_weight: float = 10.0  # combined head: loss = CE + this × L1 on ab/110 (colorization-pytorch)
     skips: bool = True  # U-Net shortcuts from the encoder into the decoder
     hints: bool = True  # train with sampled local and global colour hints (Zhang et al. 2017)
-    global_extractor: str = "compact"  # "compact" (from scratch) or "inception_resnet_v2" (timm)
-    global_weights: str = ""  # local weights file for inception_resnet_v2; empty = timm hub
+    global_extractor: str = "compact"  # "compact" (from scratch) or "inception_resnet_v2" (frozen, ImageNet)
+    global_weights: str = ""  # local timm inception_resnet_v2 checkpoint, required by that extractor (no download)
     width: int = 16  # channels of the first encoder layer; the rest scale from it
     rebalance_lambda: float = 1.0  # mix of empirical ab prior and uniform for class weights; 1 = no rebalancing
     soft_sigma: float = 5.0  # Gaussian sigma (ab units) of soft-encoded targets
@@ -67,6 +67,11 @@ def parse_config(argv: list[str] | None = None, base: TrainConfig | None = None)
         parser.error(f"--head must be classification, regression or combined, not {cfg.head!r}")
     if cfg.global_extractor not in ("compact", "inception_resnet_v2"):
         parser.error(f"--global_extractor must be compact or inception_resnet_v2, not {cfg.global_extractor!r}")
+    if cfg.global_extractor == "inception_resnet_v2" and not cfg.global_weights:
+        parser.error(
+            "--global_extractor inception_resnet_v2 needs --global_weights PATH, a local timm inception_resnet_v2 "
+            "checkpoint (e.g. the tf_in1k weights); nothing is downloaded"
+        )
     if cfg.crop_size % 8:
         parser.error(f"--crop_size must be a multiple of 8 (the encoder strides by 8), not {cfg.crop_size}")
     return cfg

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.inception_resnet_v2 import InceptionResNetV2, load_timm_weights
+
 
 class CompactGlobal(nn.Module):
     """A small strided CNN trained from scratch with the rest of the model."""
@@ -27,30 +29,25 @@ class CompactGlobal(nn.Module):
 
 
 class InceptionResNetGlobal(nn.Module):
-    """timm's inception_resnet_v2 as a frozen ImageNet feature extractor, projected to ``out`` channels.
+    """Inception-ResNet-v2 as a frozen ImageNet feature extractor, projected to ``out`` channels.
 
-    Weights come from ``weights_path`` (a local file) or, when empty, from timm's own pretrained mechanism
-    where the machine can reach its hub.
+    The network is our own definition with timm's parameter names (train/inception_resnet_v2.py); its weights come
+    from ``weights_path``, a local timm ``inception_resnet_v2`` checkpoint. Nothing is downloaded.
     """
-
-    IMAGENET_MEAN = (0.485, 0.456, 0.406)
-    IMAGENET_STD = (0.229, 0.224, 0.225)
 
     def __init__(self, out: int, weights_path: str = "") -> None:
         super().__init__()
-        import timm  # optional: only this extractor needs it
-
-        overlay = {"file": weights_path} if weights_path else None
-        self.backbone = timm.create_model(
-            "inception_resnet_v2", pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay
-        )
+        if not weights_path:
+            raise ValueError(
+                "the inception_resnet_v2 global extractor needs ImageNet weights from a local file: pass "
+                "--global_weights PATH to a timm inception_resnet_v2 checkpoint (e.g. the tf_in1k weights); "
+                "nothing is downloaded"
+            )
+        self.backbone = InceptionResNetV2()
+        load_timm_weights(self.backbone, weights_path)
         self.backbone.requires_grad_(False)
         self.backbone.eval()
         self.proj = nn.Sequential(nn.Linear(self.backbone.num_features, out), nn.ReLU(True))
-        self.mean: torch.Tensor
-        self.std: torch.Tensor
-        self.register_buffer("mean", torch.tensor(self.IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(self.IMAGENET_STD).view(1, 3, 1, 1))
 
     def train(self, mode: bool = True) -> InceptionResNetGlobal:
         super().train(mode)
@@ -58,10 +55,11 @@ class InceptionResNetGlobal(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gray = ((x + 1) / 2).clamp(0, 1)  # normalised L back to [0, 1]  (N, 1, H, W)
-        rgb = F.interpolate(gray, size=(299, 299), mode="bilinear", align_corners=False).expand(-1, 3, -1, -1)
+        # The TensorFlow-trained weights take RGB in [-1, 1] (timm's IMAGENET_INCEPTION_MEAN and _STD are 0.5),
+        # the scale normalised L already has: the gray input is L repeated over three channels.
+        gray = F.interpolate(x.clamp(-1, 1), size=(299, 299), mode="bilinear", align_corners=False)  # (N, 1, 299, 299)
         with torch.no_grad():
-            feats = self.backbone((rgb - self.mean) / self.std)  # (N, 1536)
+            feats = self.backbone(gray.expand(-1, 3, -1, -1))  # (N, 1536)
         return self.proj(feats)
 
 
