@@ -103,16 +103,18 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         assert export.parity(model, by_bins, 64, batch=4) < 1e-3
         assert export.parity(model, onnx_path, 64, batch=4) > 1e-3  # it is another output than the regression's
         choices, gray = choose_readout.compare(ckpt, str(photo_dir))  # scored on the calibration split
-        assert [(c.readout, c.calibrated) for c in choices] == [
-            ("regression", False),
-            ("regression", True),
-            ("annealed_mean", False),
-            ("annealed_mean", True),
+        assert [(c.readout, c.annealed_t, c.calibrated) for c in choices] == [
+            ("regression", 0.0, False),
+            ("regression", 0.0, True),
+            *[("annealed_mean", t, calibrated) for t in choose_readout.ANNEALED_TS for calibrated in (False, True)],
         ]
         assert all(np.isfinite(c.psnr) and c.psnr > 5 for c in choices)
+        assert all(c.colourfulness > 0 for c in choices)
+        raw = {c.annealed_t: c.colourfulness for c in choices if c.readout == "annealed_mean" and not c.calibrated}
+        assert len(set(raw.values())) == len(raw)  # each temperature is really applied
         assert gray > 5
         best = choose_readout.main([ckpt, "--data_dir", str(photo_dir)])
-        assert best.psnr == max(c.psnr for c in choices)
+        assert best == choose_readout.best_choice(choices)
 
     if hints:  # the point follow-up's sigmas, swept on the calibration split
         best = choose_point_sigmas.main([str(onnx_path), str(photo_dir)])
@@ -144,6 +146,17 @@ def test_neutral_cast_is_the_chroma_put_where_the_truth_is_neutral() -> None:
     assert cast > 5
     assert evaluate.neutral_cast(truth, truth) < 0.1
     assert np.isnan(evaluate.neutral_cast(tinted[:, 16:], truth[:, 16:]))  # no neutral pixel to judge
+
+
+def test_the_readout_chosen_is_the_best_psnr_within_the_colourfulness_band() -> None:
+    from train.choose_readout import Choice, best_choice
+
+    faded = Choice("annealed_mean", 0.5, False, psnr=24.5, colourfulness=0.42)  # best PSNR, but nearly gray
+    vivid = Choice("annealed_mean", 0.25, False, psnr=24.1, colourfulness=0.61)
+    loud = Choice("regression", 0.0, False, psnr=23.0, colourfulness=1.3)
+    assert best_choice([faded, vivid, loud]) == vivid
+    assert vivid.flags() == "--readout annealed_mean --annealed_t 0.25"
+    assert best_choice([faded, loud]) == faded  # none in the band: the best PSNR
 
 
 def test_unknown_config_key_is_an_error() -> None:
