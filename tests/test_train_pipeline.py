@@ -47,6 +47,8 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         "4",
         "--eval_every",
         "2",
+        "--snapshot_every",
+        "2",
         "--workers",
         "0",
         "--val_fraction",
@@ -69,6 +71,8 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
     assert torch.load(ckpt, weights_only=False)["step"] == 4
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4]
+    assert torch.load(out / "step2.pt", weights_only=False)["step"] == 2  # snapshots stay beside last.pt
+    assert torch.load(out / "step4.pt", weights_only=False)["step"] == 4
     assert all(np.isfinite(r["val_loss"]) for r in records)
 
     onnx_path = tmp_path / "model.onnx"
@@ -113,8 +117,11 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         raw = {c.annealed_t: c.colourfulness for c in choices if c.readout == "annealed_mean" and not c.calibrated}
         assert len(set(raw.values())) == len(raw)  # each temperature is really applied
         assert gray > 5
-        best = choose_readout.main([ckpt, "--data_dir", str(photo_dir)])
-        assert best == choose_readout.best_choice(choices)
+        snapshot = str(out / "step2.pt")
+        earlier, _ = choose_readout.compare(snapshot, str(photo_dir))
+        best = choose_readout.main([ckpt, snapshot, "--data_dir", str(photo_dir)])  # chooses among both
+        assert best == choose_readout.best_choice(choices + earlier)
+        assert {c.checkpoint for c in choices + earlier} == {ckpt, snapshot}
 
     if hints:  # the point follow-up's sigmas, swept on the calibration split
         best = choose_point_sigmas.main([str(onnx_path), str(photo_dir)])
@@ -163,6 +170,8 @@ def test_unknown_config_key_is_an_error() -> None:
     with pytest.raises(SystemExit):
         parse_config(["--no_such_key", "1"])
     assert parse_config(["--lr", "0.01", "--resume", "false"]).resume is False
+    with pytest.raises(SystemExit):
+        parse_config(["--eval_every", "50", "--snapshot_every", "75"])  # snapshots are taken at evaluations
 
 
 def test_cut_outs_are_pasted_on_photos_and_sometimes_on_a_plain_gray_backdrop() -> None:

@@ -6,9 +6,10 @@ PSNR the way train/evaluate.py does (photos at 256², the model's ab resized ont
 calibration through the origin cross-fitted in two folds (fitted on one half of the photos, scored on the other), so
 the calibration's own gain is measured out of sample too, and its colourfulness against the truth's. The best row is
 the highest PSNR whose colourfulness lies in COLOURFULNESS_BAND (issue 12's target: a model that wins PSNR by
-fading to gray is not the colouriser users asked for); it prints the table and that row, as export flags:
+fading to gray is not the colouriser users asked for); it prints the table and that row, as export flags. Given
+several checkpoints (a run's step<N>.pt snapshots and its last.pt), it chooses among all of their rows:
 
-    python -m train.choose_readout runs/v4/last.pt [--data_dir DIR]
+    python -m train.choose_readout runs/v5/step*.pt runs/v5/last.pt [--data_dir DIR]
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Choice:
     calibrated: bool
     psnr: float
     colourfulness: float  # the prediction's over the truth's (Hasler–Süsstrunk M, means over the photos)
+    checkpoint: str = ""
 
     def flags(self) -> str:
         t = f" --annealed_t {self.annealed_t:g}" if self.readout == "annealed_mean" else ""
@@ -99,7 +101,8 @@ def compare(checkpoint: str, data_dir: str = "") -> tuple[list[Choice], float]:
         truth = np.stack([small_ab(p, ab.shape[-1]) for p in photos])
         for calibrated, per_photo in ((False, scores(photos, ab)), (True, cross_fitted(photos, ab, truth))):
             psnr_mean, colour = per_photo.mean(axis=0)
-            choices.append(Choice(readout, t, calibrated, float(psnr_mean), float(colour) / truth_colourfulness))
+            colour_ratio = float(colour) / truth_colourfulness
+            choices.append(Choice(readout, t, calibrated, float(psnr_mean), colour_ratio, checkpoint))
     return choices, gray
 
 
@@ -110,21 +113,24 @@ def best_choice(choices: list[Choice]) -> Choice:
 
 def main(argv: list[str] | None = None) -> Choice:
     p = argparse.ArgumentParser(description="Choose a model's readout and calibration on the calibration split.")
-    p.add_argument("checkpoint")
-    p.add_argument("--data_dir", default="", help="photos; default: the checkpoint's data_dir")
+    p.add_argument("checkpoints", nargs="+", help="one or more checkpoints of runs on the same photos and split")
+    p.add_argument("--data_dir", default="", help="photos; default: each checkpoint's data_dir")
     a = p.parse_args(argv)
-    choices, gray = compare(a.checkpoint, a.data_dir)
-    print("| read-out | calibration | PSNR on the calibration split (dB) | colourfulness ÷ truth's |")
-    print("| --- | --- | ---: | ---: |")
+    choices: list[Choice] = []
+    for checkpoint in a.checkpoints:
+        rows, gray = compare(checkpoint, a.data_dir)
+        choices += rows
+    print("| checkpoint | read-out | calibration | PSNR on the calibration split (dB) | colourfulness ÷ truth's |")
+    print("| --- | --- | --- | ---: | ---: |")
     for c in choices:
         calibration = "2×2, cross-fitted" if c.calibrated else "none"
-        print(f"| {c.name()} | {calibration} | {c.psnr:.2f} | {c.colourfulness:.2f} |")
-    print(f"| gray baseline | | {gray:.2f} | 0 |")
+        print(f"| {c.checkpoint} | {c.name()} | {calibration} | {c.psnr:.2f} | {c.colourfulness:.2f} |")
+    print(f"| gray baseline | | | {gray:.2f} | 0 |")
     best = best_choice(choices)
     low, high = COLOURFULNESS_BAND
     band = f"in the colourfulness band {low}–{high}" if best.in_band() else f"none is in the band {low}–{high}"
     state = "calibrated" if best.calibrated else "uncalibrated"
-    print(f"\nbest ({band}): {best.name()}, {state}; export with {best.flags()}")
+    print(f"\nbest ({band}): {best.checkpoint}, {best.name()}, {state}; export it with {best.flags()}")
     return best
 
 

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from typing import Any
@@ -223,6 +224,8 @@ def train(cfg: TrainConfig) -> str:
         if step % cfg.eval_every == 0 and is_main:
             val_loss = evaluate_loss(model, objective, val_l, val_ab, device)
             checkpoint()
+            if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+                shutil.copyfile(ckpt_path, os.path.join(cfg.out_dir, f"step{step}.pt"))
             record = {
                 "step": step,
                 "loss": loss.item(),
