@@ -47,7 +47,11 @@ def follow_points(
 
     cy, cx = per_point(ys + 0.5) * h / size, per_point(xs + 0.5) * w / size  # (K,) centres at output size
     wanted = np.stack([per_point(hint_ab[0, ys, xs]), per_point(hint_ab[1, ys, xs])])  # (2, K)
-    got = ab[:, np.minimum(cy.astype(int), h - 1), np.minimum(cx.astype(int), w - 1)]  # (2, K)
+    # The network's colour under each point's footprint, not at its one centre cell: at a hint the network's output
+    # can dip or spike for a cell (model 2.3.0 gave a red point's centre half the a of its neighbours), and one
+    # cell's residual added to all of them overshot the colour asked for by 10 ab units.
+    oy, ox = np.minimum(ys * h // size, h - 1), np.minimum(xs * w // size, w - 1)
+    got = np.stack([per_point(ab[0, oy, ox]), per_point(ab[1, oy, ox])])  # (2, K)
     lightness = per_point(small_l[ys, xs])  # (K,)
     small = cv2.resize(small_l, (w, h), interpolation=cv2.INTER_AREA)  # (h, w)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5

@@ -51,3 +51,13 @@ def test_each_point_keeps_its_own_colour_on_its_own_surface() -> None:
     np.testing.assert_allclose(out[:, 31, 51], [-30, -30], atol=0.5)
     assert out[0, 31, 28] > 20  # the left surface leans to the left point's red ...
     assert out[0, 31, 36] < -10  # ... the right one to the right point's blue-green
+
+
+def test_the_colour_under_the_whole_point_is_what_reaches_the_colour_asked_for_not_one_odd_cell() -> None:
+    """Model 2.3.0's output dipped at the centre cell of a red point (a ≈ 17 among neighbours ≈ 30); correcting by
+    that one cell's residual overshot the whole neighbourhood by ~10 ab units."""
+    ab = np.full((2, S // 2, S // 2), 30.0, np.float32)
+    ab[:, 31, 11] = 10.0  # the patch below covers output cells 30-31 × 10-11; one of them is odd
+    out = follow_points(ab, two_surfaces(), *points((60, 20, 40.0, 20.0)))
+    footprint = out[:, 30:32, 10:12].reshape(2, -1).mean(axis=1)
+    np.testing.assert_allclose(footprint, [40, 20], atol=0.5)  # on average under the point: the colour asked for
