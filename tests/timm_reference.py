@@ -1,15 +1,21 @@
 """Weights, inputs and an output summary that both our Inception-ResNet-v2 and timm's can be given and compared by.
 
 The one source of truth for tests/data/timm_inception_resnet_v2_reference.txt: tests/test_train_global_features.py
-imports it, and the script in that fixture's header imports it to run timm's model (so this module needs nothing but
-torch). Nothing here draws from a random generator, whose streams may change between torch versions: the weights come
-from integer arithmetic alone (exact everywhere) and the images from float64 sin/cos rounded to float32.
+imports it, and the scripts in both timm fixtures' headers import it to run timm's model (so this module needs
+nothing but torch; ``import_timm`` imports timm only when those scripts call it). Nothing here draws from a random
+generator, whose streams may change between torch versions: the weights come from integer arithmetic alone (exact
+everywhere) and the images from float64 sin/cos rounded to float32.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import math
+import sys
+import types
 import zlib
+from typing import Any
 
 import torch
 
@@ -78,3 +84,41 @@ def summary(features: torch.Tensor) -> dict[str, list[float]]:
         out[f"{n} features[{picked}]"] = f[list(PICKED)].tolist()
         out[f"{n} mean,std"] = [f.mean().item(), f.std().item()]
     return out
+
+
+def _stand_in(name: str) -> Any:
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return _StandIn(name, (), {})
+
+
+class _StandIn(type):
+    """Any name timm imports from torchvision at import time; inception_resnet_v2 uses none of them."""
+
+    def __getattr__(cls, name: str) -> Any:
+        return _stand_in(name)
+
+
+class _StandInTorchvision(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name.split(".")[0] == "torchvision":
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        module = types.ModuleType(spec.name)
+        module.__path__ = []
+        module.__getattr__ = _stand_in  # type: ignore[method-assign]
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        pass
+
+
+def import_timm() -> Any:
+    """timm, for the fixture scripts in a scratch venv: its torchvision imports are answered by stand-ins, because
+    PyPI's torchvision wheel does not load beside torch 2.13+cpu ("torchvision::nms does not exist")."""
+    sys.meta_path.insert(0, _StandInTorchvision())
+    import timm  # type: ignore[import-not-found]  # only in the scratch venv
+
+    return timm

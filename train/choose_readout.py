@@ -93,12 +93,12 @@ def compare(checkpoint: str, data_dir: str = "") -> tuple[list[Choice], float]:
         readouts.append(("regression", 0.0))
     if model.args.head in ("classification", "combined"):
         readouts += [("annealed_mean", t) for t in ANNEALED_TS]
+    truth = np.stack([small_ab(p, int(cfg["crop_size"]) // 2) for p in photos])  # at the model's output size
     choices = []
     for readout, t in readouts:
         model.args.readout = readout
         model.args.annealed_t = t or model.args.annealed_t  # the regression head has no temperature
         ab = automatic_ab(model, photos, int(cfg["crop_size"]))
-        truth = np.stack([small_ab(p, ab.shape[-1]) for p in photos])
         for calibrated, per_photo in ((False, scores(photos, ab)), (True, cross_fitted(photos, ab, truth))):
             psnr_mean, colour = per_photo.mean(axis=0)
             colour_ratio = float(colour) / truth_colourfulness

@@ -51,12 +51,16 @@ def colourfulness(bgr: np.ndarray) -> float:
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
-def neutral_cast(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Mean chroma of pred (uint8 BGR) where the truth is neutral; NaN when the truth has no neutral pixel."""
-    neutral = np.hypot(*bgr_to_lab(truth)[:, :, 1:].transpose(2, 0, 1)) < NEUTRAL_CHROMA
-    if not neutral.any():
-        return float("nan")
-    return float(np.hypot(*bgr_to_lab(pred)[:, :, 1:].transpose(2, 0, 1))[neutral].mean())
+def chroma(bgr: np.ndarray) -> np.ndarray:
+    """(H, W) chroma in ab units of a uint8 BGR image."""
+    return np.hypot(*bgr_to_lab(bgr)[:, :, 1:].transpose(2, 0, 1))
+
+
+def neutral_cast(pred: np.ndarray, truth: np.ndarray, neutral: np.ndarray | None = None) -> float:
+    """Mean chroma of pred (uint8 BGR) where the truth is neutral; NaN when the truth has no neutral pixel.
+    ``neutral`` is the truth's mask (chroma < NEUTRAL_CHROMA) when the caller already has it."""
+    neutral = chroma(truth) < NEUTRAL_CHROMA if neutral is None else neutral
+    return float(chroma(pred)[neutral].mean()) if neutral.any() else float("nan")
 
 
 @dataclass
@@ -188,16 +192,19 @@ def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> Report:
 
     def score(mode: str, pred: np.ndarray, truth: np.ndarray) -> None:
         scores.setdefault(mode, []).append(
-            (psnr(pred[..., ::-1], truth[..., ::-1]), colourfulness(pred), neutral_cast(pred, truth))
+            (psnr(pred[..., ::-1], truth[..., ::-1]), colourfulness(pred), neutral_cast(pred, truth, neutral))
         )
 
     for i, path in enumerate(files):
         truth = load_eval_image(path)
+        neutral = chroma(truth) < NEUTRAL_CHROMA  # the same for every mode of this photo
         gray = gray_baseline(truth)
         auto = model(truth)
         score("automatic", auto, truth)
         score("gray baseline", gray, truth)
-        scores.setdefault("ground truth", []).append((float("nan"), colourfulness(truth), neutral_cast(truth, truth)))
+        scores.setdefault("ground truth", []).append(
+            (float("nan"), colourfulness(truth), neutral_cast(truth, truth, neutral))
+        )
         if len(rows) < grid_rows:
             rows.append([gray, auto, truth])
         if not model.takes_hints:
@@ -215,9 +222,7 @@ def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> Report:
         score("global hint (truth's)", pred, truth)
 
     def mean(xs: list[tuple[float, float, float]]) -> Scores:
-        arr = np.array(xs)
-        p, _, cast = (float(np.nanmean(col)) if not np.isnan(col).all() else float("nan") for col in arr.T)
-        return Scores(p, float(arr[:, 1].mean()), cast)
+        return Scores(*(float(np.nanmean(col)) if not np.isnan(col).all() else float("nan") for col in np.array(xs).T))
 
     return Report(
         {mode: mean(xs) for mode, xs in scores.items()},
