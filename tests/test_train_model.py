@@ -8,7 +8,7 @@ import torch
 
 from train.bins import bins_from_counts, count_ab, rebalance_weights, rebalanced_cross_entropy, soft_encode
 from train.calibrate import apply, fit
-from train.model import ColorizerNet, HeadOutput, ModelArgs
+from train.model import ColorizerNet, HeadOutput, ModelArgs, shrink_chroma
 
 CENTRES = torch.tensor([[a, b] for a in range(-40, 50, 10) for b in range(-40, 50, 10)], dtype=torch.float32)
 HEADS = ["classification", "regression", "combined"]
@@ -138,6 +138,29 @@ def test_calibration_corrects_automatic_colour_but_leaves_a_guided_image_alone()
     assert isinstance(out, torch.Tensor)
     torch.testing.assert_close(out[0], raw[0])  # the user's colours are not bent by the automatic calibration
     np.testing.assert_allclose(out[1:].numpy(), apply([0.5, 0.0, 0.0, 0.5, 3.0, -3.0], raw[1:].numpy()), atol=1e-4)
+
+
+def test_the_chroma_shrink_turns_weak_casts_gray_keeps_hue_and_leaves_a_guided_image_alone() -> None:
+    ab = torch.tensor([[[[3.0, 30.0, 0.0]], [[4.0, -40.0, 0.0]]]])  # (1, 2, 1, 3): chroma 5, 50 and gray
+    out = shrink_chroma(ab, 6.0)
+    torch.testing.assert_close(out[0, :, 0, 0], torch.zeros(2))  # a cast weaker than the shrink becomes gray
+    torch.testing.assert_close(out[0, :, 0, 1], torch.tensor([30.0, -40.0]) * 44 / 50, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[0, :, 0, 2], torch.zeros(2))  # gray stays gray (no 0/0)
+
+    model = make("combined", hints=True, skips=True).eval()
+    lightness = torch.rand(2, 1, 64, 64) * 100
+    hint_ab, mask, ghint = some_hints(2)
+    mask[1], hint_ab[1], ghint[1] = 0, 0, 0  # image 0 guided, image 1 automatic
+    calibration = [1.5, 0.0, 0.0, 1.5, 0.0, 0.0]
+    with torch.no_grad():
+        model.set_calibration(calibration)
+        calibrated = model(lightness, hint_ab, mask, ghint)
+        model.args.chroma_shrink = 4.0
+        out = model(lightness, hint_ab, mask, ghint)
+    assert isinstance(calibrated, torch.Tensor)
+    assert isinstance(out, torch.Tensor)
+    torch.testing.assert_close(out[0], calibrated[0])  # the user's colours are not shrunk
+    torch.testing.assert_close(out[1:], shrink_chroma(calibrated[1:], 4.0))  # after the calibration
 
 
 def test_soft_encoding_and_rebalancing() -> None:

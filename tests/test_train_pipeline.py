@@ -107,15 +107,31 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         assert export.parity(model, by_bins, 64, batch=4) < 1e-3
         assert export.parity(model, onnx_path, 64, batch=4) > 1e-3  # it is another output than the regression's
         choices, gray = choose_readout.compare(ckpt, str(photo_dir))  # scored on the calibration split
-        assert [(c.readout, c.annealed_t, c.calibrated) for c in choices] == [
-            ("regression", 0.0, False),
-            ("regression", 0.0, True),
-            *[("annealed_mean", t, calibrated) for t in choose_readout.ANNEALED_TS for calibrated in (False, True)],
+        shrinks = choose_readout.CHROMA_SHRINKS
+        readouts = [("regression", 0.0)] + [("annealed_mean", t) for t in choose_readout.ANNEALED_TS]
+        assert [(c.readout, c.annealed_t, c.calibrated, c.chroma_shrink) for c in choices] == [
+            (r, t, calibrated, shrink) for r, t in readouts for calibrated in (False, True) for shrink in shrinks
         ]
         assert all(np.isfinite(c.psnr) and c.psnr > 5 for c in choices)
-        assert all(c.colourfulness > 0 for c in choices)
+        assert all(c.colourfulness > 0 for c in choices if not c.chroma_shrink)
         raw = {c.annealed_t: c.colourfulness for c in choices if c.readout == "annealed_mean" and not c.calibrated}
         assert len(set(raw.values())) == len(raw)  # each temperature is really applied
+        for r, t in readouts:  # each shrink is really applied: colour only fades as it grows
+            for calibrated in (False, True):
+                fading = [
+                    c.colourfulness for c in choices if (c.readout, c.annealed_t, c.calibrated) == (r, t, calibrated)
+                ]
+                assert fading == sorted(fading, reverse=True)
+                assert fading[0] > fading[-1]
+        shrunk_onnx = tmp_path / "shrunk.onnx"
+        export.main([ckpt, str(shrunk_onnx), "--readout", "annealed_mean", "--calibrate", "--chroma_shrink", "3"])
+        shrunk_meta = {p.key: p.value for p in onnx.load(str(shrunk_onnx)).metadata_props}
+        assert shrunk_meta["colorizer.chroma_shrink"] == "3.0"
+        model, _ = export.load_model(ckpt, readout="annealed_mean")
+        model.set_calibration(json.loads(shrunk_meta["colorizer.calibration"]))
+        assert export.parity(model, shrunk_onnx, 64, batch=4) > 1e-3  # the graph shrinks ...
+        model.args.chroma_shrink = 3.0
+        assert export.parity(model, shrunk_onnx, 64, batch=4) < 1e-3  # ... as the model does
         assert gray > 5
         snapshot = str(out / "step2.pt")
         earlier, _ = choose_readout.compare(snapshot, str(photo_dir))
@@ -163,6 +179,9 @@ def test_the_readout_chosen_is_the_best_psnr_within_the_colourfulness_band() -> 
     loud = Choice("regression", 0.0, False, psnr=23.0, colourfulness=1.3)
     assert best_choice([faded, vivid, loud]) == vivid
     assert vivid.flags() == "--readout annealed_mean --annealed_t 0.25"
+    shrunk = Choice("annealed_mean", 0.5, True, psnr=24.2, colourfulness=0.55, chroma_shrink=3.0)
+    assert best_choice([faded, vivid, shrunk]) == shrunk
+    assert shrunk.flags() == "--readout annealed_mean --annealed_t 0.5 --calibrate --chroma_shrink 3"
     assert best_choice([faded, loud]) == faded  # none in the band: the best PSNR
 
 

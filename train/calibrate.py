@@ -66,7 +66,9 @@ def calibrate(model: ColorizerNet, data_dir: str, cfg: dict, cache_dir: str = ""
     images = load_cached(data_dir, calib_files, cache, cfg["cache_max_side"])
     lightness, truth = validation_batch(images, cfg["crop_size"])
     model.set_calibration(IDENTITY_CALIBRATION)
+    shrink, model.args.chroma_shrink = model.args.chroma_shrink, 0.0  # the map is fitted on the unshrunk ab
     pred = predict_ab(model, lightness).numpy()
+    model.args.chroma_shrink = shrink
     target = truth.numpy()
     values = fit(pred, target, offset)
     model.set_calibration(values)

@@ -4,10 +4,11 @@ split, so the evaluation stays an honest test of the choice.
 For each readout (the regression head; the bins' annealed mean at a few temperatures) it scores the automatic mode's
 PSNR the way train/evaluate.py does (photos at 256², the model's ab resized onto their full L), raw and with the 2×2
 calibration through the origin cross-fitted in two folds (fitted on one half of the photos, scored on the other), so
-the calibration's own gain is measured out of sample too, and its colourfulness against the truth's. The best row is
-the highest PSNR whose colourfulness lies in COLOURFULNESS_BAND (issue 12's target: a model that wins PSNR by
-fading to gray is not the colouriser users asked for); it prints the table and that row, as export flags. Given
-several checkpoints (a run's step<N>.pt snapshots and its last.pt), it chooses among all of their rows:
+the calibration's own gain is measured out of sample too, and its colourfulness against the truth's; each also with
+a few chroma shrinks (a soft threshold, after the calibration, that turns weak casts gray). The best row is the
+highest PSNR whose colourfulness lies in COLOURFULNESS_BAND (issue 12's target: a model that wins PSNR by fading to
+gray is not the colouriser users asked for); it prints the table and that row, as export flags. Given several
+checkpoints (a run's step<N>.pt snapshots and its last.pt), it chooses among all of their rows:
 
     python -m train.choose_readout runs/v5/step*.pt runs/v5/last.pt [--data_dir DIR]
 """
@@ -25,9 +26,10 @@ from train.calibrate import apply, fit
 from train.data import split_images
 from train.evaluate import colourfulness, gray_baseline, join_ab, load_eval_image, psnr, small_ab, small_lightness
 from train.export import load_model
-from train.model import IDENTITY_CALIBRATION, ColorizerNet
+from train.model import IDENTITY_CALIBRATION, ColorizerNet, shrink_chroma
 
 ANNEALED_TS = (0.25, 0.3, 0.38, 0.5)  # temperatures tried for the annealed mean (Zhang 2016 used 0.38)
+CHROMA_SHRINKS = (0.0, 2.0, 3.0, 4.0, 6.0)  # soft thresholds tried on the automatic ab's chroma (ab units)
 COLOURFULNESS_BAND = (0.5, 1.1)  # of the truth's colourfulness
 
 
@@ -39,10 +41,12 @@ class Choice:
     psnr: float
     colourfulness: float  # the prediction's over the truth's (Hasler–Süsstrunk M, means over the photos)
     checkpoint: str = ""
+    chroma_shrink: float = 0.0
 
     def flags(self) -> str:
         t = f" --annealed_t {self.annealed_t:g}" if self.readout == "annealed_mean" else ""
-        return f"--readout {self.readout}{t}" + (" --calibrate" if self.calibrated else "")
+        shrink = f" --chroma_shrink {self.chroma_shrink:g}" if self.chroma_shrink else ""
+        return f"--readout {self.readout}{t}" + (" --calibrate" if self.calibrated else "") + shrink
 
     def in_band(self) -> bool:
         return COLOURFULNESS_BAND[0] <= self.colourfulness <= COLOURFULNESS_BAND[1]
@@ -55,6 +59,7 @@ class Choice:
 def automatic_ab(model: ColorizerNet, photos: list[np.ndarray], size: int) -> np.ndarray:
     """The model's uncalibrated automatic ab (N, 2, S/2, S/2) for 256² BGR photos, L resized as the service does."""
     model.set_calibration(IDENTITY_CALIBRATION)
+    model.args.chroma_shrink = 0.0
     out = model(torch.from_numpy(np.stack([small_lightness(p, size)[None] for p in photos])))
     assert isinstance(out, torch.Tensor)
     return out.numpy()
@@ -66,14 +71,19 @@ def scores(photos: list[np.ndarray], ab: np.ndarray) -> np.ndarray:
     return np.array([(psnr(j[..., ::-1], p[..., ::-1]), colourfulness(j)) for j, p in zip(joined, photos, strict=True)])
 
 
-def cross_fitted(photos: list[np.ndarray], ab: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """scores() with the calibration fitted on the other half of the photos."""
+def shrunk(ab: np.ndarray, shrink: float) -> np.ndarray:
+    """ab with the model's own chroma shrink applied, as the exported graph applies it."""
+    return shrink_chroma(torch.from_numpy(ab.astype(np.float32)), shrink).numpy() if shrink else ab
+
+
+def cross_fitted(photos: list[np.ndarray], ab: np.ndarray, truth: np.ndarray, shrink: float = 0.0) -> np.ndarray:
+    """scores() with the calibration fitted on the other half of the photos (then the chroma shrink)."""
     out = np.zeros((len(photos), 2))
     first = np.arange(len(photos)) % 2 == 0
     for fit_on in (first, ~first):
         values = fit(ab[fit_on], truth[fit_on])
         held_out = [p for p, held in zip(photos, ~fit_on, strict=True) if held]
-        out[~fit_on] = scores(held_out, apply(values, ab[~fit_on]).astype(np.float32))
+        out[~fit_on] = scores(held_out, shrunk(apply(values, ab[~fit_on]), shrink).astype(np.float32))
     return out
 
 
@@ -99,10 +109,15 @@ def compare(checkpoint: str, data_dir: str = "") -> tuple[list[Choice], float]:
         model.args.readout = readout
         model.args.annealed_t = t or model.args.annealed_t  # the regression head has no temperature
         ab = automatic_ab(model, photos, int(cfg["crop_size"]))
-        for calibrated, per_photo in ((False, scores(photos, ab)), (True, cross_fitted(photos, ab, truth))):
-            psnr_mean, colour = per_photo.mean(axis=0)
-            colour_ratio = float(colour) / truth_colourfulness
-            choices.append(Choice(readout, t, calibrated, float(psnr_mean), colour_ratio, checkpoint))
+        for calibrated in (False, True):
+            for shrink in CHROMA_SHRINKS:
+                if calibrated:
+                    per_photo = cross_fitted(photos, ab, truth, shrink)
+                else:
+                    per_photo = scores(photos, shrunk(ab, shrink))
+                psnr_mean, colour = per_photo.mean(axis=0)
+                colour_ratio = float(colour) / truth_colourfulness
+                choices.append(Choice(readout, t, calibrated, float(psnr_mean), colour_ratio, checkpoint, shrink))
     return choices, gray
 
 
@@ -120,12 +135,13 @@ def main(argv: list[str] | None = None) -> Choice:
     for checkpoint in a.checkpoints:
         rows, gray = compare(checkpoint, a.data_dir)
         choices += rows
-    print("| checkpoint | read-out | calibration | PSNR on the calibration split (dB) | colourfulness ÷ truth's |")
-    print("| --- | --- | --- | ---: | ---: |")
+    print("| checkpoint | read-out | calibration | shrink | PSNR, calibration split (dB) | colourfulness ÷ truth |")
+    print("| --- | --- | --- | ---: | ---: | ---: |")
     for c in choices:
         calibration = "2×2, cross-fitted" if c.calibrated else "none"
-        print(f"| {c.checkpoint} | {c.name()} | {calibration} | {c.psnr:.2f} | {c.colourfulness:.2f} |")
-    print(f"| gray baseline | | | {gray:.2f} | 0 |")
+        measured = f"{c.psnr:.2f} | {c.colourfulness:.2f}"
+        print(f"| {c.checkpoint} | {c.name()} | {calibration} | {c.chroma_shrink:g} | {measured} |")
+    print(f"| gray baseline | | | | {gray:.2f} | 0 |")
     best = best_choice(choices)
     low, high = COLOURFULNESS_BAND
     band = f"in the colourfulness band {low}–{high}" if best.in_band() else f"none is in the band {low}–{high}"

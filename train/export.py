@@ -72,7 +72,8 @@ def input_names(args: ModelArgs) -> list[str]:
 
 
 def example_inputs(args: ModelArgs, batch: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs of the exported signature; hints, when the model takes them, are sparse and realistic."""
+    """Random inputs of the exported signature; hints, when the model takes them, are sparse and realistic, and
+    with batch > 1 the last sample has none, so a parity check covers the automatic branch too."""
     rng = np.random.default_rng(seed)
     feeds = {"L": (rng.random((batch, 1, size, size)) * 100).astype(np.float32)}  # (N, 1, S, S)
     if args.hints:
@@ -83,6 +84,9 @@ def example_inputs(args: ModelArgs, batch: int, size: int, seed: int = 0) -> dic
         dist /= dist.sum(1, keepdims=True)
         feeds["global_hint"] = np.concatenate([dist, np.ones((batch, 1), np.float32)], 1)  # (N, Q + 1)
         feeds["global_hint"][0] = 0  # one sample with no global hint
+        if batch > 1:
+            for name in ("hint_ab", "hint_mask", "global_hint"):
+                feeds[name][-1] = 0  # one automatic sample
     return feeds
 
 
@@ -166,6 +170,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="fit the ab calibration (2×2, through the origin) on the run's calibration split and bake it in",
     )
+    p.add_argument(
+        "--chroma_shrink",
+        type=float,
+        default=0.0,
+        help="soft threshold (ab units) on the automatic ab's chroma after the calibration: weak casts become gray",
+    )
     p.add_argument("--calibration_offset", action="store_true", help="--calibrate also fits an ab offset t")
     p.add_argument("--data_dir", default="", help="photos for --calibrate; default: the checkpoint's data_dir")
     p.add_argument("--cache_dir", default="", help="decoded-photo cache for --calibrate; default: the run's")
@@ -184,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
             cal.rmse_gray,
             [round(v, 4) for v in cal.values],
         )
+    model.args.chroma_shrink = a.chroma_shrink  # after the calibration, which is fitted on the unshrunk ab
     size = a.input_size or int(ckpt["config"]["crop_size"])
     version = a.version or f"{dt.date.today():%Y.%m.%d}-step{ckpt['step']}"
     metadata = {
@@ -196,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         "colorizer.readout": model.args.readout,
         "colorizer.annealed_t": str(model.args.annealed_t),
         "colorizer.calibration": json.dumps([round(v, 6) for v in model.args.calibration]),
+        "colorizer.chroma_shrink": str(model.args.chroma_shrink),
         **hint_metadata(model),
     }
     diff = export_onnx(model, a.output, size, metadata)

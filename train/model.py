@@ -41,9 +41,18 @@ class ModelArgs:
     # Which head a combined model's ab comes from: "regression" (colorization-pytorch's choice) or
     # "annealed_mean" (the bins' annealed mean, Zhang et al. 2016). Not learnt, so chosen at export by measurement.
     readout: str = "regression"
+    # Soft threshold on the automatic ab's chroma, after the calibration: chroma c becomes max(c - chroma_shrink, 0)
+    # in the same hue. Weak casts on neutral surfaces become gray; strong colours lose a little. Chosen at export.
+    chroma_shrink: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+def shrink_chroma(ab: torch.Tensor, shrink: float) -> torch.Tensor:
+    """ab (N, 2, h, w) with each pixel's chroma c moved to max(c - shrink, 0), hue kept (a soft threshold)."""
+    chroma = torch.sqrt((ab * ab).sum(dim=1, keepdim=True) + 1e-6)  # the epsilon keeps 0/0 out of gray pixels
+    return ab * (F.relu(chroma - shrink) / chroma)
 
 
 def conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -194,9 +203,10 @@ class ColorizerNet(nn.Module):
     def decode(self, out: HeadOutput, guided: torch.Tensor | None = None) -> torch.Tensor:
         """Head output -> ab in Lab units (N, 2, S/2, S/2), calibrated for automatic colour.
 
-        ``guided`` (N,) is 1 for an image with any hint, else 0. The calibration corrects the automatic mode's
-        cast and saturation; an image the user gave colours to keeps the network's own answer, which training
-        taught to reproduce them (a global map fitted on automatic output would bend the user's colours)."""
+        ``guided`` (N,) is 1 for an image with any hint, else 0. The calibration and the chroma shrink correct the
+        automatic mode's cast and saturation; an image the user gave colours to keeps the network's own answer,
+        which training taught to reproduce them (a global map fitted on automatic output would bend the user's
+        colours)."""
         if not self.reads_bins:
             assert out.ab_norm is not None
             ab = out.ab_norm * AB_NORM
@@ -207,13 +217,15 @@ class ColorizerNet(nn.Module):
             probs = F.softmax(out.logits.permute(0, 2, 3, 1) / self.args.annealed_t, dim=-1)  # (N, h, w, Q)
             centres: torch.Tensor = self.bin_centres  # type: ignore[assignment]  # a registered buffer: (Q, 2)
             ab = (probs @ centres).permute(0, 3, 1, 2)  # (N, 2, h, w)
-        if self.args.calibration == IDENTITY_CALIBRATION:
-            return ab
-        calibrated = F.conv2d(ab, self.calib_weight, self.calib_bias)  # type: ignore[arg-type]  # ab ← M·ab + t
-        if guided is None:
-            return calibrated
+        automatic = ab
+        if self.args.calibration != IDENTITY_CALIBRATION:
+            automatic = F.conv2d(ab, self.calib_weight, self.calib_bias)  # type: ignore[arg-type]  # ab ← M·ab + t
+        if self.args.chroma_shrink > 0:
+            automatic = shrink_chroma(automatic, self.args.chroma_shrink)
+        if automatic is ab or guided is None:
+            return automatic
         g = guided.view(-1, 1, 1, 1)
-        return g * ab + (1 - g) * calibrated
+        return g * ab + (1 - g) * automatic
 
     @staticmethod
     def guided(hint_mask: torch.Tensor | None, global_hint: torch.Tensor | None) -> torch.Tensor | None:
