@@ -8,6 +8,7 @@ the deterministic weights and images of tests/timm_reference.py, so the forward 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,12 +77,16 @@ def timm_reference() -> dict[str, list[float]]:
     return reference
 
 
+def labelled(key: str, message: str) -> str:
+    return f"{key}: {message}"
+
+
 @pytest.mark.slow
 def test_our_forward_computes_what_timms_does() -> None:
     """Names and shapes all match while a forward can still be wrong (branch order, residual scale, a lost ReLU)."""
     model = InceptionResNetV2().eval()
     model.load_state_dict(deterministic_state(model.state_dict()))
-    ours = {}
+    ours: dict[str, list[float]] = {}
     for shape in INPUT_SHAPES:
         with torch.no_grad():
             features = model(reference_image(shape))  # (N, 1536)
@@ -97,7 +102,7 @@ def test_our_forward_computes_what_timms_does() -> None:
             torch.tensor(values, dtype=torch.float64),
             rtol=1e-4,
             atol=1e-4,
-            msg=lambda m, key=key: f"{key}: {m}",
+            msg=functools.partial(labelled, key),
         )
 
 
