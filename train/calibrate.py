@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from train.data import load_cached, split_images, validation_batch
-from train.model import IDENTITY_CALIBRATION, ColorizerNet
+from train.model import ColorizerNet
 
 
 @dataclass
@@ -32,9 +32,9 @@ class Calibration:
 
 @torch.no_grad()
 def predict_ab(model: ColorizerNet, lightness: torch.Tensor, batch: int = 32) -> torch.Tensor:
-    """The model's automatic ab (no hints) before any calibration: (N, 2, S/2, S/2)."""
+    """The model's automatic ab (no hints) before any calibration or chroma shrink: (N, 2, S/2, S/2)."""
     model.eval()
-    return torch.cat([model(lightness[i : i + batch]) for i in range(0, len(lightness), batch)])
+    return torch.cat([model.uncorrected_ab(lightness[i : i + batch]) for i in range(0, len(lightness), batch)])
 
 
 def fit(pred: np.ndarray, truth: np.ndarray, offset: bool = False) -> list[float]:
@@ -65,10 +65,7 @@ def calibrate(model: ColorizerNet, data_dir: str, cfg: dict, cache_dir: str = ""
     cache = cache_dir or os.path.join(cfg["out_dir"], "cache")
     images = load_cached(data_dir, calib_files, cache, cfg["cache_max_side"])
     lightness, truth = validation_batch(images, cfg["crop_size"])
-    model.set_calibration(IDENTITY_CALIBRATION)
-    shrink, model.args.chroma_shrink = model.args.chroma_shrink, 0.0  # the map is fitted on the unshrunk ab
     pred = predict_ab(model, lightness).numpy()
-    model.args.chroma_shrink = shrink
     target = truth.numpy()
     values = fit(pred, target, offset)
     model.set_calibration(values)

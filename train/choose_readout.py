@@ -26,7 +26,7 @@ from train.calibrate import apply, fit
 from train.data import split_images
 from train.evaluate import colourfulness, gray_baseline, join_ab, load_eval_image, psnr, small_ab, small_lightness
 from train.export import load_model
-from train.model import IDENTITY_CALIBRATION, ColorizerNet, shrink_chroma
+from train.model import ColorizerNet, shrink_chroma
 
 ANNEALED_TS = (0.25, 0.3, 0.38, 0.5)  # temperatures tried for the annealed mean (Zhang 2016 used 0.38)
 CHROMA_SHRINKS = (0.0, 2.0, 3.0, 4.0, 6.0)  # soft thresholds tried on the automatic ab's chroma (ab units)
@@ -55,14 +55,9 @@ class Choice:
         return "regression" if self.readout == "regression" else f"annealed mean, T {self.annealed_t:g}"
 
 
-@torch.no_grad()
 def automatic_ab(model: ColorizerNet, photos: list[np.ndarray], size: int) -> np.ndarray:
-    """The model's uncalibrated automatic ab (N, 2, S/2, S/2) for 256² BGR photos, L resized as the service does."""
-    model.set_calibration(IDENTITY_CALIBRATION)
-    model.args.chroma_shrink = 0.0
-    out = model(torch.from_numpy(np.stack([small_lightness(p, size)[None] for p in photos])))
-    assert isinstance(out, torch.Tensor)
-    return out.numpy()
+    """The model's uncorrected automatic ab (N, 2, S/2, S/2) for 256² BGR photos, L resized as the service does."""
+    return model.uncorrected_ab(torch.from_numpy(np.stack([small_lightness(p, size)[None] for p in photos]))).numpy()
 
 
 def scores(photos: list[np.ndarray], ab: np.ndarray) -> np.ndarray:
@@ -76,14 +71,12 @@ def shrunk(ab: np.ndarray, shrink: float) -> np.ndarray:
     return shrink_chroma(torch.from_numpy(ab.astype(np.float32)), shrink).numpy() if shrink else ab
 
 
-def cross_fitted(photos: list[np.ndarray], ab: np.ndarray, truth: np.ndarray, shrink: float = 0.0) -> np.ndarray:
-    """scores() with the calibration fitted on the other half of the photos (then the chroma shrink)."""
-    out = np.zeros((len(photos), 2))
-    first = np.arange(len(photos)) % 2 == 0
+def cross_fitted(ab: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """ab calibrated with the map fitted on the other half of the photos, so each photo's is out of sample."""
+    out = np.zeros_like(ab)
+    first = np.arange(len(ab)) % 2 == 0
     for fit_on in (first, ~first):
-        values = fit(ab[fit_on], truth[fit_on])
-        held_out = [p for p, held in zip(photos, ~fit_on, strict=True) if held]
-        out[~fit_on] = scores(held_out, shrunk(apply(values, ab[~fit_on]), shrink).astype(np.float32))
+        out[~fit_on] = apply(fit(ab[fit_on], truth[fit_on]), ab[~fit_on])
     return out
 
 
@@ -109,12 +102,9 @@ def compare(checkpoint: str, data_dir: str = "") -> tuple[list[Choice], float]:
         model.args.readout = readout
         model.args.annealed_t = t or model.args.annealed_t  # the regression head has no temperature
         ab = automatic_ab(model, photos, int(cfg["crop_size"]))
-        for calibrated in (False, True):
+        for calibrated, corrected in ((False, ab), (True, cross_fitted(ab, truth))):
             for shrink in CHROMA_SHRINKS:
-                if calibrated:
-                    per_photo = cross_fitted(photos, ab, truth, shrink)
-                else:
-                    per_photo = scores(photos, shrunk(ab, shrink))
+                per_photo = scores(photos, shrunk(corrected, shrink).astype(np.float32))
                 psnr_mean, colour = per_photo.mean(axis=0)
                 colour_ratio = float(colour) / truth_colourfulness
                 choices.append(Choice(readout, t, calibrated, float(psnr_mean), colour_ratio, checkpoint, shrink))

@@ -30,11 +30,13 @@ DEFAULT_TRAINED_ON = (
 )
 
 
-def load_model(checkpoint: str, annealed_t: float = 0.0, readout: str = "") -> tuple[ColorizerNet, dict]:
+def load_model(
+    checkpoint: str, annealed_t: float = 0.0, readout: str = "", chroma_shrink: float = 0.0
+) -> tuple[ColorizerNet, dict]:
     """Rebuild the model from a checkpoint alone (model_args, bins and weights travel inside it).
 
-    ``annealed_t`` > 0 overrides the decoding temperature and ``readout`` a combined model's output head: neither
-    is learnt, so both may be chosen after training.
+    ``annealed_t`` > 0 overrides the decoding temperature, ``readout`` a combined model's output head and
+    ``chroma_shrink`` the automatic mode's: none is learnt, so all may be chosen after training.
     """
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     args = ModelArgs(**ckpt["model_args"])
@@ -42,6 +44,8 @@ def load_model(checkpoint: str, annealed_t: float = 0.0, readout: str = "") -> t
         args.annealed_t = annealed_t
     if readout:
         args.readout = readout
+    if chroma_shrink > 0:
+        args.chroma_shrink = chroma_shrink
     centres = torch.from_numpy(np.asarray(ckpt["bins"]["centres"])) if args.num_bins else None
     model = ColorizerNet(args, centres)
     model.load_state_dict(ckpt["model"])
@@ -181,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache_dir", default="", help="decoded-photo cache for --calibrate; default: the run's")
     p.add_argument("--max_diff", type=float, default=0.05, help="fail when ORT and PyTorch differ by more (ab)")
     a = p.parse_args(argv)
-    model, ckpt = load_model(a.checkpoint, a.annealed_t, a.readout)
+    model, ckpt = load_model(a.checkpoint, a.annealed_t, a.readout, a.chroma_shrink)
     if a.calibrate:
         cal = calibrate(
             model, a.data_dir or ckpt["config"]["data_dir"], ckpt["config"], a.cache_dir, a.calibration_offset
@@ -194,7 +198,6 @@ def main(argv: list[str] | None = None) -> None:
             cal.rmse_gray,
             [round(v, 4) for v in cal.values],
         )
-    model.args.chroma_shrink = a.chroma_shrink  # after the calibration, which is fitted on the unshrunk ab
     size = a.input_size or int(ckpt["config"]["crop_size"])
     version = a.version or f"{dt.date.today():%Y.%m.%d}-step{ckpt['step']}"
     metadata = {

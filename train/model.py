@@ -200,6 +200,24 @@ class ColorizerNet(nn.Module):
             self.args.head == "combined" and self.args.readout == "annealed_mean"
         )
 
+    def read_out(self, out: HeadOutput) -> torch.Tensor:
+        """Head output -> the network's own ab in Lab units (N, 2, S/2, S/2), before the automatic corrections."""
+        if not self.reads_bins:
+            assert out.ab_norm is not None
+            return out.ab_norm * AB_NORM
+        assert out.logits is not None
+        # Annealed mean, with bins on the last axis: ONNX Runtime's CPU softmax is written for the last axis,
+        # and this form ran the whole model 2.9x faster than a softmax over axis 1 (docs/PERFORMANCE.md).
+        probs = F.softmax(out.logits.permute(0, 2, 3, 1) / self.args.annealed_t, dim=-1)  # (N, h, w, Q)
+        centres: torch.Tensor = self.bin_centres  # type: ignore[assignment]  # a registered buffer: (Q, 2)
+        return (probs @ centres).permute(0, 3, 1, 2)  # (N, 2, h, w)
+
+    @torch.no_grad()
+    def uncorrected_ab(self, lightness: torch.Tensor) -> torch.Tensor:
+        """The automatic ab (no hints) before the calibration and the chroma shrink: what they are fitted and
+        chosen on (train/calibrate.py, train/choose_readout.py)."""
+        return self.read_out(self.heads(lightness, all_heads=False))
+
     def decode(self, out: HeadOutput, guided: torch.Tensor | None = None) -> torch.Tensor:
         """Head output -> ab in Lab units (N, 2, S/2, S/2), calibrated for automatic colour.
 
@@ -207,16 +225,7 @@ class ColorizerNet(nn.Module):
         automatic mode's cast and saturation; an image the user gave colours to keeps the network's own answer,
         which training taught to reproduce them (a global map fitted on automatic output would bend the user's
         colours)."""
-        if not self.reads_bins:
-            assert out.ab_norm is not None
-            ab = out.ab_norm * AB_NORM
-        else:
-            assert out.logits is not None
-            # Annealed mean, with bins on the last axis: ONNX Runtime's CPU softmax is written for the last axis,
-            # and this form ran the whole model 2.9x faster than a softmax over axis 1 (docs/PERFORMANCE.md).
-            probs = F.softmax(out.logits.permute(0, 2, 3, 1) / self.args.annealed_t, dim=-1)  # (N, h, w, Q)
-            centres: torch.Tensor = self.bin_centres  # type: ignore[assignment]  # a registered buffer: (Q, 2)
-            ab = (probs @ centres).permute(0, 3, 1, 2)  # (N, 2, h, w)
+        ab = self.read_out(out)
         automatic = ab
         if self.args.calibration != IDENTITY_CALIBRATION:
             automatic = F.conv2d(ab, self.calib_weight, self.calib_bias)  # type: ignore[arg-type]  # ab ← M·ab + t
