@@ -217,6 +217,24 @@ def test_cut_outs_are_pasted_on_photos_and_sometimes_on_a_plain_gray_backdrop() 
         assert ramps > 0.35 * plain  # most of the other half visibly ramped
 
 
+def test_cutout_share_fixes_the_share_of_draws_that_are_cut_outs() -> None:
+    from train.data import RandomCrops
+
+    big_photo = np.full((400, 400, 4), 255, np.uint8)
+    small_photo = np.full((100, 100, 4), 255, np.uint8)
+    cutout = np.zeros((50, 50, 4), np.uint8)
+    cutout[10:40, 10:40] = 255
+    images = [big_photo, cutout, small_photo]
+    default = RandomCrops(images, 32, 0.5, seed=1)
+    assert default.p[1] == pytest.approx(50 / 550)  # √pixels: the small cut-out is drawn rarely
+    for share in (0.25, 0.5, 0.9):
+        crops = RandomCrops(images, 32, 0.5, seed=1, cutout_share=share)
+        assert crops.p[1] == pytest.approx(share)
+        assert crops.p[0] / crops.p[2] == pytest.approx(4.0)  # still √-weighted among the photos
+    draws = np.random.default_rng(0).choice(3, size=4000, p=RandomCrops(images, 32, 0.5, 1, cutout_share=0.5).p)
+    assert 0.45 < (draws == 1).mean() < 0.55
+
+
 def test_a_warm_restart_starts_a_fresh_cosine_cycle_at_schedule_from_minutes() -> None:
     from train.train import lr_at
 

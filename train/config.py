@@ -22,6 +22,7 @@ class TrainConfig:
     cache_max_side: int = 512  # longer side of the cached decoded images
     min_crop_fraction: float = 0.3  # smallest crop side as a share of the image's shorter side
     plain_backdrop_share: float = 0.3  # share of cut-outs pasted on a plain neutral backdrop instead of a photo
+    cutout_share: float = 0.0  # share of draws that are cut-outs; 0 = as their √pixels weight falls (about 31%)
     head: str = "combined"  # "classification" (Zhang et al. bins), "regression", or "combined" (both, Zhang 2017)
     regression_weight: float = 10.0  # combined head: loss = CE + this × L1 on ab/110 (colorization-pytorch)
     skips: bool = True  # U-Net shortcuts from the encoder into the decoder

@@ -174,7 +174,9 @@ class RandomCrops(IterableDataset[tuple[torch.Tensor, ...]]):
     photos drawn with weight ∝ √pixels.
 
     The √ weighting keeps hundreds of small stamps and 320 px thumbnails from crowding out the large
-    photos, without letting a few 2560 px wallpapers take over.
+    photos, without letting a few 2560 px wallpapers take over. It also makes the small cut-outs rarer than
+    their count: about half the photos but 31% of the draws. ``cutout_share`` (when > 0) fixes their share of
+    the draws instead, still √-weighted within cut-outs and within photos.
     """
 
     def __init__(
@@ -185,12 +187,17 @@ class RandomCrops(IterableDataset[tuple[torch.Tensor, ...]]):
         seed: int,
         centres: np.ndarray | None = None,
         plain_share: float = PLAIN_BACKDROP_SHARE,
+        cutout_share: float = 0.0,
     ) -> None:
         self.plain_share = plain_share
         self.photos = [im for im in images if not has_cutout(im)]
         self.cutouts = [im for im in images if has_cutout(im)]
         self.size, self.min_fraction, self.seed, self.centres = size, min_fraction, seed, centres
         weights = np.array([np.sqrt(im.shape[0] * im.shape[1]) for im in images])
+        if cutout_share > 0 and self.photos and self.cutouts:
+            cut = np.array([has_cutout(im) for im in images])
+            weights = np.where(cut, cutout_share * weights / weights[cut].sum(), weights)
+            weights = np.where(cut, weights, (1 - cutout_share) * weights / weights[~cut].sum())
         self.order = images
         self.p = weights / weights.sum()
 

@@ -179,6 +179,7 @@ def train(cfg: TrainConfig) -> str:
             cfg.seed + step,
             centres if cfg.hints else None,
             cfg.plain_backdrop_share,
+            cfg.cutout_share,
         ),
         batch_size=cfg.batch_size,
         num_workers=cfg.workers,
