@@ -27,8 +27,25 @@ def lightness_u8(img: np.ndarray) -> np.ndarray:
     return lightness(img.astype(np.float32) * (1.0 / 255.0))
 
 
-def model_input(full_l: np.ndarray, size: int) -> np.ndarray:
-    """Full-resolution L -> (1, S, S) float32, area-averaged so fine texture does not alias."""
+# What the model sees behind a cut-out: mid-gray, the backdrop training and evaluation flatten cut-outs onto
+# (train/data.py, train/evaluate.py).
+BACKDROP_L = float(L_OF_GRAY[0, 128])
+
+
+def model_input(full_l: np.ndarray, size: int, alpha: np.ndarray | None = None) -> np.ndarray:
+    """Full-resolution L -> (1, S, S) float32, area-averaged so fine texture does not alias.
+
+    With an alpha channel the model sees the image flattened on mid-gray (BACKDROP_L). The colour stored under
+    transparent pixels is arbitrary (black, white, or the photo the cut-out came from) and no one sees it, but the
+    model did, and coloured a white flower stored on black yellow. On the validation and calibration cut-outs the
+    visible pixels gain 0.48 dB on average, 17 of 32 photos better (docs/eval/CUTOUTS.md). The flattening is done
+    on L: exact for fully opaque and fully transparent pixels; only the partly transparent ones at the edge differ
+    from flattening in RGB. The output keeps the original L and alpha."""
+    if alpha is not None:
+        opaque = 255.0 if alpha.dtype == np.uint8 else 65535.0
+        if float(alpha.min()) < opaque:  # an alpha channel that is all opaque changes nothing
+            weight = alpha.astype(np.float32) * np.float32(1.0 / opaque)
+            full_l = weight * (full_l - np.float32(BACKDROP_L)) + np.float32(BACKDROP_L)
     small = cv2.resize(full_l, (size, size), interpolation=cv2.INTER_AREA)
     return small[None, :, :]
 

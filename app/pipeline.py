@@ -38,7 +38,7 @@ def prepare(
     t = time.perf_counter()
     decoded = decode_lightness(data, header)  # decode and L in one step: no full-size float BGR
     t = _observe(metrics, "decode", t)
-    small = model_input(decoded.lightness, size)
+    small = model_input(decoded.lightness, size, decoded.alpha)
     _observe(metrics, "preprocess", t)
     return Prepared(decoded.lightness, small, decoded.alpha)
 

@@ -64,6 +64,37 @@ def test_alpha_is_kept(live_server: Server) -> None:
     np.testing.assert_array_equal(out[:, :, 3], bgra[:, :, 3])
 
 
+def test_what_lies_under_transparent_pixels_does_not_change_the_colour(live_server: Server) -> None:
+    """A cut-out's hidden pixels can hold anything (black, white, the photo it was cut from); the model sees the
+    cut-out on mid-gray, as training and evaluation show it cut-outs, so the visible colour does not depend on them."""
+    gray = cv2.cvtColor(cv2.cvtColor(photo_like(), cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    outs = []
+    for hidden in (0, 255):
+        bgra = cv2.cvtColor(gray, cv2.COLOR_BGR2BGRA)
+        bgra[:, :120, :3] = hidden
+        bgra[:, :120, 3] = 0
+        outs.append(decode_png(post_file(live_server, cv2.imencode(".png", bgra)[1].tobytes()).content))
+    visible = outs[0][:, 120:]
+    assert colourfulness(visible[:, :, :3]) > 1.0  # the visible part is colourised
+    np.testing.assert_array_equal(visible, outs[1][:, 120:])
+
+
+def test_model_input_flattens_a_cut_out_on_mid_gray() -> None:
+    from app.color import BACKDROP_L, model_input
+
+    full_l = np.full((64, 64), 80.0, np.float32)
+    alpha = np.zeros((64, 64), np.uint8)
+    alpha[:, 32:] = 255
+    small = model_input(full_l, 16, alpha)[0]
+    np.testing.assert_allclose(small[:, :7], BACKDROP_L, atol=1e-4)  # transparent: the backdrop
+    np.testing.assert_allclose(small[:, 9:], 80.0, atol=1e-4)  # opaque: the image's own L
+    assert abs(BACKDROP_L - 53.585) < 0.01  # L of sRGB 128 gray
+    alpha16 = alpha.astype(np.uint16) * 257
+    np.testing.assert_allclose(model_input(full_l, 16, alpha16), model_input(full_l, 16, alpha), atol=1e-4)
+    opaque = np.full((64, 64), 255, np.uint8)
+    np.testing.assert_array_equal(model_input(full_l, 16, opaque), model_input(full_l, 16))
+
+
 def lightness_of(img: np.ndarray) -> np.ndarray:
     """CIE L of an 8- or 16-bit gray or BGR(A) image, at the image's own precision."""
     bgr = img[:, :, :3] if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
