@@ -46,18 +46,21 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     return _from_pixels(_imdecode(data, header), header)
 
 
-def decode_small_bgr(data: bytes, header: Header, side: int = 64) -> np.ndarray:
-    """Bytes -> uint8 BGR squeezed to side × side, for a colour distribution (a reference photo): 8/16-bit,
-    gray or with alpha; orientation does not change a distribution, so it is not applied."""
+def decode_small_bgra(data: bytes, header: Header, side: int = 64) -> np.ndarray:
+    """Bytes -> uint8 BGRA squeezed to side × side, for a colour distribution (a reference photo): 8/16-bit,
+    gray or with alpha (255 where the file has none); orientation does not change a distribution, so it is not
+    applied."""
     img = _imdecode(data, header)
     if img.dtype != np.uint8:
         img = (_float_to_uint16(img) if img.dtype != np.uint16 else img) // 257
         img = img.astype(np.uint8)
-    if img.ndim == 3 and img.shape[2] == 2:  # gray + alpha
-        img = img[:, :, 0]
     if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    return cv2.resize(np.ascontiguousarray(img[:, :, :3]), (side, side), interpolation=cv2.INTER_AREA)
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGRA)
+    elif img.shape[2] == 2:  # gray + alpha
+        img = np.dstack([cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR), img[:, :, 1]])
+    elif img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2BGRA)
+    return cv2.resize(np.ascontiguousarray(img), (side, side), interpolation=cv2.INTER_AREA)
 
 
 def _imdecode(data: bytes, header: Header) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from app.decode import decode_small_bgr
+from app.decode import decode_small_bgra
 from app.errors import ColorizerError
 from app.image_header import Header
 
@@ -139,14 +139,20 @@ def nearest_bin(ab: np.ndarray, bins: np.ndarray) -> np.ndarray:
 
 def reference_colours(data: bytes, header: Header, bins: np.ndarray) -> np.ndarray:
     """A reference photo's bytes (header already checked) -> its ab distribution over the bins (Q,)."""
-    return reference_distribution(decode_small_bgr(data, header, REFERENCE_SIZE), bins)
+    return reference_distribution(decode_small_bgra(data, header, REFERENCE_SIZE), bins)
 
 
-def reference_distribution(bgr: np.ndarray, bins: np.ndarray) -> np.ndarray:
-    """A decoded reference photo (uint8 BGR) -> its ab distribution over the bins (Q,), at a small size."""
-    small = cv2.resize(bgr, (REFERENCE_SIZE, REFERENCE_SIZE), interpolation=cv2.INTER_AREA)
-    lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
-    counts = np.bincount(nearest_bin(lab[:, :, 1:].reshape(-1, 2), bins), minlength=len(bins)).astype(np.float32)
+def reference_distribution(image: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """A decoded reference photo (uint8 BGR, or BGRA) -> its ab distribution over the bins (Q,), at a small size.
+    With alpha, each pixel counts as much as it is opaque: the colour stored under a transparent background is
+    not part of the picture (often black or white, which would pull the distribution to gray)."""
+    small = cv2.resize(image, (REFERENCE_SIZE, REFERENCE_SIZE), interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(small[:, :, :3].astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+    weights = small[:, :, 3].reshape(-1).astype(np.float32) if small.shape[2] == 4 else None
+    if weights is not None and weights.sum() == 0:
+        raise invalid("the reference photo is fully transparent: it has no colours to take")
+    index = nearest_bin(lab[:, :, 1:].reshape(-1, 2), bins)
+    counts = np.bincount(index, weights=weights, minlength=len(bins)).astype(np.float32)
     dist: np.ndarray = counts / counts.sum()
     return dist
 

@@ -133,6 +133,26 @@ def test_a_reference_that_is_not_an_image_is_refused_like_any_upload(guided: Ser
     assert r.json()["code"] in ("undecodable_image", "unsupported_media_type")
 
 
+def test_a_reference_cut_out_gives_its_visible_colours_only(guided: Server) -> None:
+    """A reference PNG with a transparent background: what is stored under it (here black) is not part of the
+    picture, so the answer is the one an opaque reference of the visible colour gives."""
+    cut_out = np.zeros((120, 160, 4), np.uint8)
+    cut_out[30:90, 40:120] = (200, 90, 30, 255)  # the blue of reference_png(); the rest transparent black
+    with_alpha = post(guided, reference=cv2.imencode(".png", cut_out)[1].tobytes())
+    assert with_alpha.status_code == 200, with_alpha.text
+    assert (
+        decode_png(with_alpha.content).tobytes()
+        == decode_png(post(guided, reference=reference_png()).content).tobytes()
+    )
+    transparent = cut_out.copy()
+    transparent[:, :, 3] = 0
+    r = post(guided, reference=cv2.imencode(".png", transparent)[1].tobytes())
+    assert r.status_code == 422
+    assert r.json()["code"] == "invalid_hints"
+    assert "fully transparent" in r.json()["detail"]
+    assert post(guided).status_code == 200
+
+
 def test_batch_takes_a_palette_or_reference_for_every_image_but_no_points(guided: Server) -> None:
     files = [("files", (f"p{i}.png", gray_png(), "image/png")) for i in range(2)]
     plain = httpx.post(guided.url + "/colorize/batch", files=files, timeout=60)
