@@ -183,3 +183,29 @@ def test_soft_encoding_and_rebalancing() -> None:
     loss.backward()
     assert loss.item() > 0
     assert logits.grad is not None
+
+
+def test_fine_tuning_the_hint_weights_leaves_the_automatic_mode_bit_identical() -> None:
+    from train.config import TrainConfig
+    from train.finetune_hints import finetune
+    from train.train import Objective
+
+    torch.manual_seed(0)
+    model = make("combined", hints=True, skips=True)
+    lightness = torch.rand(3, 1, 64, 64) * 100
+    hints = some_hints(3)
+    before_state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.eval()
+        auto, guided = model(lightness), model(lightness, *hints)
+    cfg = TrainConfig(head="combined", hints=True)
+    objective = Objective(cfg, CENTRES, torch.ones(len(CENTRES)))
+    batches = [[torch.rand(4, 1, 64, 64) * 100, torch.empty(4, 2, 32, 32).uniform_(-40, 40), *some_hints(4)]] * 5
+    assert finetune(model, objective, batches, lr=1e-2, seconds=600) == 5
+    with torch.no_grad():
+        torch.testing.assert_close(model(lightness), auto, rtol=0, atol=0)  # bit-identical
+        assert not torch.allclose(model(lightness, *hints), guided)  # the guided colour did move
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before_state[k])}
+    assert changed == {"encoder.layers.0.0.weight", "global_hint.0.weight"}
+    first = model.state_dict()["encoder.layers.0.0.weight"]
+    assert torch.equal(first[:, :1], before_state["encoder.layers.0.0.weight"][:, :1])  # the L channel kept

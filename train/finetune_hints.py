@@ -1,0 +1,107 @@
+"""Fine-tune only the weights that multiply a hint input, so the automatic mode cannot change.
+
+Automatic colour feeds zeros to every hint input, so the first convolution's weights on the three hint channels and
+the global hint's first layer weight never touch it; everything else (and the BatchNorm statistics, held in eval
+mode) stays as trained. The automatic output is then bit-identical, and the calibration and chroma shrink fitted to
+it still hold, while guided colour can still improve: a safe step for the hint targets after a training cycle has
+settled the automatic mode (models/README.md: 747 steps gave +0.00 to +0.06 dB with points and +0.17 with the
+global hint on the calibration split).
+
+    python -m train.finetune_hints runs/v5/step3050.pt runs/hints/finetuned.pt --minutes 60 --lr 3e-4
+
+The output is a checkpoint like any other: train.choose_readout, train.export and train.evaluate take it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from train.bins import rebalance_weights
+from train.config import TrainConfig
+from train.data import RandomCrops, load_cached, split_images
+from train.export import load_model
+from train.model import ColorizerNet
+from train.train import Objective
+
+log = logging.getLogger(__name__)
+
+
+def hint_weights(model: ColorizerNet) -> list[torch.Tensor]:
+    """Freeze the model except the weights that multiply a hint input, and return those. The first convolution's L
+    channel shares its tensor with the hint channels, so a gradient hook keeps that slice's gradient at zero."""
+    if not model.args.hints:
+        raise SystemExit("this checkpoint takes no hints; there is nothing to fine-tune")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    first = next(m for m in model.encoder.modules() if isinstance(m, nn.Conv2d))  # the encoder's first layer
+    keep_lightness = torch.ones_like(first.weight)
+    keep_lightness[:, :1] = 0  # input channel 0 is L; 1–3 are hint_ab / AB_NORM and hint_mask
+    global_in = next(m for m in model.global_hint.modules() if isinstance(m, nn.Linear))  # takes the hint itself
+    weights = [first.weight, global_in.weight]
+    for w in weights:
+        w.requires_grad_(True)
+    first.weight.register_hook(lambda grad: grad * keep_lightness)
+    return weights
+
+
+def finetune(
+    model: ColorizerNet, objective: Objective, batches: Iterable[list[torch.Tensor]], lr: float, seconds: float
+) -> int:
+    """Adam (no weight decay, which would move the frozen slice) on the hint weights for ``seconds``; the number of
+    steps taken."""
+    model.eval()  # BatchNorm uses its running statistics and leaves them alone
+    opt = torch.optim.Adam(hint_weights(model), lr=lr)
+    start, step = time.time(), 0
+    for lightness, ab, *hints in batches:
+        if time.time() - start >= seconds:
+            break
+        loss = objective(model(lightness, *hints, features_only=True), ab)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 50 == 0:
+            log.info("step %d, loss %.4f", step, loss.item())
+    return step
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Fine-tune a hint model's hint weights; the automatic mode is kept.")
+    p.add_argument("checkpoint")
+    p.add_argument("out")
+    p.add_argument("--minutes", type=float, default=60.0)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--cache_dir", default="", help="decoded-image cache; default: <out's folder>/cache")
+    p.add_argument("--seed", type=int, default=777)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    ckpt = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
+    model, _ = load_model(a.checkpoint)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in known})
+    centres, prior = ckpt["bins"]["centres"], ckpt["bins"]["prior"]
+    weights = rebalance_weights(centres, prior, cfg.rebalance_lambda, cfg.soft_sigma)
+    objective = Objective(cfg, torch.from_numpy(centres), torch.from_numpy(weights))
+    train_files, _, _ = split_images(cfg.data_dir, cfg.val_fraction, cfg.calib_fraction)
+    cache = a.cache_dir or os.path.join(os.path.dirname(a.out) or ".", "cache")
+    images = load_cached(cfg.data_dir, train_files, cache, cfg.cache_max_side)
+    crops = RandomCrops(images, cfg.crop_size, cfg.min_crop_fraction, a.seed, centres, cfg.plain_backdrop_share)
+    batches = DataLoader(crops, batch_size=cfg.batch_size, num_workers=1)
+    steps = finetune(model, objective, batches, a.lr, a.minutes * 60)
+    ckpt["model"] = model.state_dict()
+    ckpt["extra"] = {**ckpt.get("extra", {}), "finetune_hints": {"from": a.checkpoint, "steps": steps, "lr": a.lr}}
+    torch.save(ckpt, a.out)
+    log.info("%d steps; saved %s", steps, a.out)
+
+
+if __name__ == "__main__":
+    main()
