@@ -209,3 +209,28 @@ def test_fine_tuning_the_hint_weights_leaves_the_automatic_mode_bit_identical() 
     assert changed == {"encoder.layers.0.0.weight", "global_hint.0.weight"}
     first = model.state_dict()["encoder.layers.0.0.weight"]
     assert torch.equal(first[:, :1], before_state["encoder.layers.0.0.weight"][:, :1])  # the L channel kept
+
+
+def test_a_hint_adapter_starts_as_the_model_and_fine_tunes_without_touching_the_automatic_mode() -> None:
+    from train.config import TrainConfig
+    from train.finetune_hints import finetune, with_adapter
+    from train.train import Objective
+
+    torch.manual_seed(0)
+    model = make("classification", hints=True, skips=True).eval()
+    lightness = torch.rand(3, 1, 64, 64) * 100
+    hints = some_hints(3)
+    with torch.no_grad():
+        auto, guided = model(lightness), model(lightness, *hints)
+        grown = with_adapter(model).eval()
+        torch.testing.assert_close(grown(lightness, *hints), guided, rtol=0, atol=0)  # zero projections: no change
+    before_state = {k: v.clone() for k, v in grown.state_dict().items()}
+    objective = Objective(TrainConfig(head="classification", hints=True), CENTRES, torch.ones(len(CENTRES)))
+    batches = [[torch.rand(4, 1, 64, 64) * 100, torch.empty(4, 2, 32, 32).uniform_(-40, 40), *some_hints(4)]] * 4
+    assert finetune(grown, objective, batches, lr=1e-2, seconds=600) == 4
+    with torch.no_grad():
+        torch.testing.assert_close(grown(lightness), auto, rtol=0, atol=0)  # no bias in the adapter: exact zeros
+        assert not torch.allclose(grown(lightness, *hints), guided)
+    changed = {k for k, v in grown.state_dict().items() if not torch.equal(v, before_state[k])}
+    adapter = {k for k in grown.state_dict() if k.startswith("hint_adapter.")}
+    assert changed == adapter | {"encoder.layers.0.0.weight", "global_hint.0.weight"}  # every adapter weight learnt

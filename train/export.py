@@ -98,6 +98,7 @@ def architecture_name(args: ModelArgs) -> str:
     parts = [f"colorizer-cnn/w{args.width}/{args.global_extractor}/{args.head}"]
     parts += ["unet"] if args.skips else []
     parts += ["hints"] if args.hints else []
+    parts += ["adapter"] if args.hint_adapter else []
     return "/".join(parts)
 
 

@@ -44,6 +44,9 @@ class ModelArgs:
     # Soft threshold on the automatic ab's chroma, after the calibration: chroma c becomes max(c - chroma_shrink, 0)
     # in the same hue. Weak casts on neutral surfaces become gray; strong colours lose a little. Chosen at export.
     chroma_shrink: float = 0.0
+    # A second path from the local hints into the encoder (HintAdapter), added by train.finetune_hints --adapter to
+    # a trained hint model; without bias terms, so it adds exact zeros when there are no hints.
+    hint_adapter: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -86,10 +89,15 @@ class Encoder(nn.Module):
             conv(8 * w, out),
         )
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, residuals: dict[int, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``residuals`` (the hint adapter's) are added to the outputs of the layers they are keyed by."""
         skips = []
         for i, layer in enumerate(self.layers):
             x = layer(x)
+            if residuals and i in residuals:
+                x = x + residuals[i]
             if i in self.SKIP_AFTER:
                 skips.append(x)
         return x, skips  # (N, out, H/8, W/8), [(N, 2w, H/2, W/2), (N, 4w, H/4, W/4)]
@@ -115,6 +123,45 @@ class Decoder(nn.Module):
         return self.up2(torch.cat([x, half], 1) if self.skips else x)  # (N, 2w, H/2, W/2)
 
 
+class HintAdapter(nn.Module):
+    """A small convolutional path from the local hints (hint_ab / AB_NORM and hint_mask) to the encoder's H/2, H/4
+    and H/8 stages, each added to that stage's output through a 1×1 projection that starts at zero (as ControlNet
+    adds to a trained network): the points' colours reach the deep layers and the decoder's shortcuts directly,
+    where the encoder's first layer alone carried them before.
+
+    Nothing in it has a bias and ReLU keeps zero at zero, so with no local hints it adds exact zeros: the automatic
+    output, and the calibration and chroma shrink fitted on it, stay what they were (train.finetune_hints)."""
+
+    STAGES = (1, 3, 5)  # the encoder layers whose outputs it adds to
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        w = width
+
+        def block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.ReLU(inplace=True))
+
+        self.down = nn.ModuleList(
+            [
+                nn.Sequential(block(3, w, 2), block(w, 2 * w)),  # H/2, as encoder layers 0-1
+                nn.Sequential(block(2 * w, 2 * w, 2), block(2 * w, 4 * w)),  # H/4, layers 2-3
+                nn.Sequential(block(4 * w, 4 * w, 2), block(4 * w, 8 * w)),  # H/8, layers 4-5
+            ]
+        )
+        projections = [nn.Conv2d(c, c, 1, bias=False) for c in (2 * w, 4 * w, 8 * w)]
+        for p in projections:
+            nn.init.zeros_(p.weight)
+        self.project = nn.ModuleList(projections)
+
+    def forward(self, hints: torch.Tensor) -> list[torch.Tensor]:
+        """hints (N, 3, S, S) -> the residuals for the STAGES' outputs."""
+        out = []
+        for down, project in zip(self.down, self.project, strict=True):
+            hints = down(hints)
+            out.append(project(hints))
+        return out
+
+
 @dataclass
 class HeadOutput:
     logits: torch.Tensor | None  # (N, Q, S/2, S/2) bin logits, for the classification and combined heads
@@ -137,6 +184,10 @@ class ColorizerNet(nn.Module):
             # The global hint enters beside the global feature vector; all zeros (no hint) maps to a learnt constant.
             self.global_hint = nn.Sequential(nn.Linear(args.num_bins + 1, c), nn.ReLU(inplace=True), nn.Linear(c, c))
             fused_in += c
+        if args.hint_adapter:
+            if not args.hints:
+                raise ValueError("the hint adapter needs a hint model")
+            self.hint_adapter = HintAdapter(args.width)
         self.fusion = nn.Sequential(nn.Conv2d(fused_in, c, 1), nn.ReLU(inplace=True))
         self.decoder = Decoder(c, args.width, args.skips)
         if bin_centres is None:
@@ -184,7 +235,10 @@ class ColorizerNet(nn.Module):
             global_hint = zg if global_hint is None else global_hint
             x = torch.cat([x, hint_ab / AB_NORM, hint_mask], dim=1)  # (N, 4, S, S)
             parts.append(self.global_hint(global_hint))  # (N, C)
-        local, skips = self.encoder(x)  # (N, C, S/8, S/8)
+        residuals = None
+        if hasattr(self, "hint_adapter"):
+            residuals = dict(zip(HintAdapter.STAGES, self.hint_adapter(x[:, 1:]), strict=True))
+        local, skips = self.encoder(x, residuals)  # (N, C, S/8, S/8)
         tiled = [p[:, :, None, None].expand(-1, -1, local.shape[2], local.shape[3]) for p in parts]
         fused = self.fusion(torch.cat([local, *tiled], dim=1))  # (N, C, S/8, S/8)
         y = self.decoder(fused, skips)  # (N, 2w, S/2, S/2)

@@ -1,0 +1,141 @@
+"""Rebuild a training checkpoint from an exported ONNX file, so a shipped model can be fine-tuned without the
+training run's checkpoints (they stay on the machine that trained it; the ONNX file is what ships).
+
+    python -m train.from_onnx models/colorizer.onnx runs/shipped.pt
+
+The exporter folds each BatchNorm into the convolution before it (the file holds the product as the convolution's
+``weight`` and ``weight_bias``) and leaves out the head its read-out does not use. The rebuilt model holds the folded
+weights, and each BatchNorm becomes the identity plus the folded bias: exact in eval mode, which is how
+train.finetune_hints runs it (BatchNorm statistics frozen), but not a model to train from scratch in train mode.
+A combined model comes back as a classification model, as its regression head is not in the file. The rebuilt
+model is checked against the file on random inputs (with hints) before the checkpoint is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from train.config import TrainConfig
+from train.export import parity
+from train.model import ColorizerNet, ModelArgs
+
+log = logging.getLogger(__name__)
+
+
+def model_args(meta: dict[str, str], fused_channels: int) -> ModelArgs:
+    """ModelArgs from the file's metadata (``colorizer.architecture`` is train.export.architecture_name's) and the
+    fusion layer's width, which the name does not carry."""
+    name, width, extractor, head, *flags = meta["colorizer.architecture"].split("/")
+    if name != "colorizer-cnn" or not width.startswith("w"):
+        raise SystemExit(f"not a Colorizer model: architecture {meta['colorizer.architecture']!r}")
+    readout = meta.get("colorizer.readout", "regression")
+    if head == "combined" and readout != "annealed_mean":
+        raise SystemExit("a combined model read out from its regression head cannot be rebuilt: its bins are not in it")
+    bins = json.loads(meta.get("colorizer.ab_bins", "[]"))
+    return ModelArgs(
+        head="classification" if head == "combined" else head,  # the regression head is not in the file
+        width=int(width[1:]),
+        global_extractor=extractor,
+        num_bins=len(bins),
+        fused_channels=fused_channels,
+        annealed_t=float(meta.get("colorizer.annealed_t", 0.38)),
+        skips="unet" in flags,
+        hints="hints" in flags,
+        hint_adapter="adapter" in flags,
+        calibration=json.loads(meta.get("colorizer.calibration", "[1, 0, 0, 1, 0, 0]")),
+        readout="annealed_mean" if head in ("combined", "classification") else "regression",
+        chroma_shrink=float(meta.get("colorizer.chroma_shrink", 0.0)),
+    )
+
+
+def folded_state(model: ColorizerNet, weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """The model's state dict filled from the file's initializers (named ``model.<key>``), BatchNorms unfolded as
+    identity plus the folded bias. Raises when a key has no value in the file."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    filled: set[str] = set()
+
+    def put(key: str, value: np.ndarray | torch.Tensor) -> None:
+        dtype = state[key].dtype
+        tensor = value.to(dtype) if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=dtype)
+        if tensor.shape != state[key].shape:
+            raise SystemExit(f"{key}: the file has {tuple(tensor.shape)}, the model {tuple(state[key].shape)}")
+        state[key] = tensor
+        filled.add(key)
+
+    names = dict(model.named_modules())
+    for name, module in names.items():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for i, (conv, norm) in enumerate(zip(module, list(module)[1:], strict=False)):
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                c, n = f"{name}.{i}", f"{name}.{i + 1}"
+                put(f"{c}.weight", weights[f"model.{c}.weight"])
+                put(f"{n}.bias", weights[f"model.{c}.weight_bias"])
+                put(f"{n}.weight", torch.ones(norm.num_features))
+                put(f"{n}.running_mean", torch.zeros(norm.num_features))
+                put(f"{n}.running_var", torch.full((norm.num_features,), 1.0 - norm.eps))  # var + eps = 1
+                put(f"{n}.num_batches_tracked", torch.zeros(()))
+    for key in state:
+        if key not in filled and f"model.{key}" in weights:
+            put(key, weights[f"model.{key}"])
+    calibration = torch.tensor(model.args.calibration)
+    put("calib_weight", calibration[:4].view(2, 2, 1, 1))  # the bias may be folded into a constant: take both
+    put("calib_bias", calibration[4:])
+    missing = sorted(set(state) - filled)
+    if missing:
+        raise SystemExit(f"the file has no values for {missing}")
+    return state
+
+
+def rebuild(path: Path) -> tuple[ColorizerNet, dict]:
+    """The model in ``path`` as a ColorizerNet, and a checkpoint that train.finetune_hints and train.export take."""
+    proto = onnx.load(str(path))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    weights = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    args = model_args(meta, int(weights["model.fusion.0.weight"].shape[0]))
+    centres = np.array(json.loads(meta.get("colorizer.ab_bins", "[]")), np.float32).reshape(-1, 2)
+    model = ColorizerNet(args, torch.from_numpy(centres) if args.num_bins else None)
+    model.load_state_dict(folded_state(model, weights))
+    size = int(meta["colorizer.input_size"])
+    config = dataclasses.asdict(TrainConfig(head=args.head, width=args.width, skips=args.skips, hints=args.hints))
+    config |= {"crop_size": size, "annealed_t": args.annealed_t, "global_extractor": args.global_extractor}
+    ckpt = {
+        "model": model.state_dict(),
+        "step": int(meta.get("colorizer.train_steps", 0)),
+        "model_args": args.as_dict(),
+        "config": config,
+        # The prior only weights a rebalanced loss; the shipped models train without rebalancing, so uniform.
+        "bins": {"centres": centres, "prior": np.full(len(centres), 1.0 / max(1, len(centres)), np.float32)},
+        "extra": {"from_onnx": {"file": str(path), "version": meta.get("colorizer.version", "")}},
+    }
+    return model.eval(), ckpt
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    p = argparse.ArgumentParser(description="Rebuild a fine-tunable checkpoint from an exported Colorizer ONNX file.")
+    p.add_argument("onnx", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--max_diff", type=float, default=1e-3, help="fail when the rebuilt model and the file differ (ab)")
+    a = p.parse_args(argv)
+    model, ckpt = rebuild(a.onnx)
+    diff = parity(model, a.onnx, int(ckpt["config"]["crop_size"]))
+    if diff > a.max_diff:
+        raise SystemExit(f"the rebuilt model differs from {a.onnx} by {diff:.3g} ab units (limit {a.max_diff})")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, a.out)
+    log.info("rebuilt %s (step %d) -> %s; max |Δab| against the file %.2e", a.onnx, ckpt["step"], a.out, diff)
+
+
+if __name__ == "__main__":
+    main()
