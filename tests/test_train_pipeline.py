@@ -246,3 +246,17 @@ def test_a_warm_restart_starts_a_fresh_cosine_cycle_at_schedule_from_minutes() -
     assert lr_at(5000, 100, restart) == pytest.approx(1e-3)  # full rate again where the new cycle starts
     assert lr_at(5000, 150, restart) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
     assert lr_at(5000, 200, restart) == pytest.approx(5e-5)  # fully decayed at the end of the budget
+
+
+def test_evaluation_splits_are_the_training_runs_splits(tmp_path: Path) -> None:
+    from train.data import list_images, split_images
+
+    for i in range(400):
+        (tmp_path / f"photo{i}.png").touch()
+    rel = list_images(str(tmp_path))
+    train_files, val, calib = split_images(str(tmp_path), 0.05, 0.05)
+    assert 5 < len(calib) < 40
+    assert evaluate.select_split(rel, "calib", 0.05, 0.05) == calib
+    assert evaluate.select_split(rel, "val", 0.05, 0.05) == val
+    assert set(evaluate.select_split(rel, "train", 0.05, 0.05)) == set(train_files) | set(calib)
+    assert evaluate.select_split(rel, "all", 0.05, 0.05) == rel

@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.point_follow import follow_points
-from train.data import is_validation, list_images, read_bgra
+from train.data import is_calibration, is_validation, list_images, read_bgra
 from train.hints import ab_distribution, global_hint, place_hints
 from train.lab import bgr_to_lab, lab_to_bgr
 
@@ -278,23 +278,31 @@ def hint_plot(reports: dict[str, Report], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def select_split(rel: list[str], split: str, val_fraction: float, calib_fraction: float) -> list[str]:
+    """The photos of a split, as training drew it; "train" is everything but validation (calibration included)."""
+    if split == "calib":
+        return [f for f in rel if is_calibration(f, val_fraction, calib_fraction)]
+    if split in ("val", "train"):
+        return [f for f in rel if is_validation(f, val_fraction) == (split == "val")]
+    return rel
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Evaluate an ONNX Colorizer model on a folder of colour photos.")
     p.add_argument("model")
     p.add_argument("folder")
     p.add_argument(
         "--split",
-        choices=["all", "val", "train"],
+        choices=["all", "val", "calib", "train"],
         default="all",
-        help="val/train: the training run's hash split of the folder",
+        help="val/calib/train: the training run's hash split of the folder (calib: where choices are made)",
     )
     p.add_argument("--val_fraction", type=float, default=0.05)
+    p.add_argument("--calib_fraction", type=float, default=0.05)
     p.add_argument("--limit", type=int, default=0, help="evaluate at most this many photos")
     p.add_argument("--out", type=Path, default=Path("eval"))
     a = p.parse_args(argv)
-    rel = list_images(a.folder)
-    if a.split != "all":
-        rel = [f for f in rel if is_validation(f, a.val_fraction) == (a.split == "val")]
+    rel = select_split(list_images(a.folder), a.split, a.val_fraction, a.calib_fraction)
     files = [os.path.join(a.folder, f) for f in rel][: a.limit or None]
     if not files:
         raise SystemExit(f"no images in {a.folder} (split {a.split})")
