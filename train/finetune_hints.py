@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -60,13 +60,21 @@ def hint_weights(model: ColorizerNet) -> list[torch.Tensor]:
 
 
 def finetune(
-    model: ColorizerNet, objective: Objective, batches: Iterable[list[torch.Tensor]], lr: float, seconds: float
+    model: ColorizerNet,
+    objective: Objective,
+    batches: Iterable[list[torch.Tensor]],
+    lr: float,
+    seconds: float,
+    save: Callable[[int], None] | None = None,
+    save_every: float = 600.0,
 ) -> int:
     """Adam (no weight decay, which would move the frozen slice) on the hint weights for ``seconds``, its rate
-    decaying from ``lr`` to 0 on a cosine over that time; the number of steps taken."""
+    decaying from ``lr`` to 0 on a cosine over that time; the number of steps taken. ``save(steps)`` runs every
+    ``save_every`` seconds, so a run that is stopped early still leaves the model it had reached."""
     model.eval()  # BatchNorm uses its running statistics and leaves them alone
     opt = torch.optim.Adam(hint_weights(model), lr=lr)
     start, step = time.time(), 0
+    saved_at = start
     for lightness, ab, *hints in batches:
         if time.time() - start >= seconds:
             break
@@ -79,6 +87,9 @@ def finetune(
         step += 1
         if step % 25 == 0:
             log.info("step %d, loss %.4f, %.2f s/step", step, loss.item(), (time.time() - start) / step)
+        if save is not None and time.time() - saved_at >= save_every:
+            save(step)
+            saved_at = time.time()
     return step
 
 
@@ -119,12 +130,16 @@ def main(argv: list[str] | None = None) -> None:
     images = load_cached(cfg.data_dir, train_files, cache, cfg.cache_max_side)
     crops = RandomCrops(images, cfg.crop_size, cfg.min_crop_fraction, a.seed, centres, cfg.plain_backdrop_share)
     batches = DataLoader(crops, batch_size=cfg.batch_size, num_workers=1)
-    steps = finetune(model, objective, batches, a.lr, a.minutes * 60)
-    ckpt["model"], ckpt["model_args"] = model.state_dict(), model.args.as_dict()
-    ckpt["extra"] = {**ckpt.get("extra", {}), "finetune_hints": {"from": a.checkpoint, "steps": steps, "lr": a.lr}}
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-    torch.save(ckpt, a.out)
-    log.info("%d steps; saved %s", steps, a.out)
+
+    def save(steps: int) -> None:
+        ckpt["model"], ckpt["model_args"] = model.state_dict(), model.args.as_dict()
+        ckpt["extra"] = {**ckpt.get("extra", {}), "finetune_hints": {"from": a.checkpoint, "steps": steps, "lr": a.lr}}
+        torch.save(ckpt, a.out + ".tmp")
+        os.replace(a.out + ".tmp", a.out)  # never a half-written checkpoint
+        log.info("%d steps; saved %s", steps, a.out)
+
+    save(finetune(model, objective, batches, a.lr, a.minutes * 60, save))
 
 
 if __name__ == "__main__":
