@@ -57,6 +57,8 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         "0.3",
         "--hints",
         str(hints),
+        "--hint_adapter",  # the hint model trains with the adapter from the start
+        str(hints),
         "--head",
         head,
         "--warmup_steps",
@@ -67,6 +69,9 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
     assert first["step"] == 2
     assert first["model_args"]["head"] == head
     assert first["config"]["crop_size"] == 64
+    assert first["model_args"]["hint_adapter"] == hints
+    if hints:  # the adapter's projections start at zero and learn
+        assert all(first["model"][f"hint_adapter.project.{i}.weight"].abs().sum() > 0 for i in range(3))
     train(parse_config([*common, "--max_steps", "4"]))  # resumes from last.pt
     assert torch.load(ckpt, weights_only=False)["step"] == 4
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -27,6 +27,7 @@ class TrainConfig:
     regression_weight: float = 10.0  # combined head: loss = CE + this × L1 on ab/110 (colorization-pytorch)
     skips: bool = True  # U-Net shortcuts from the encoder into the decoder
     hints: bool = True  # train with sampled local and global colour hints (Zhang et al. 2017)
+    hint_adapter: bool = False  # also a second path from the local hints into the encoder (train.model.HintAdapter)
     global_extractor: str = "compact"  # "compact" (from scratch) or "inception_resnet_v2" (frozen, ImageNet)
     global_weights: str = ""  # local timm inception_resnet_v2 checkpoint, required by that extractor (no download)
     width: int = 16  # channels of the first encoder layer; the rest scale from it
@@ -77,6 +78,8 @@ def parse_config(argv: list[str] | None = None, base: TrainConfig | None = None)
             "--global_extractor inception_resnet_v2 needs --global_weights PATH, a local timm inception_resnet_v2 "
             "checkpoint (e.g. the tf_in1k weights); nothing is downloaded"
         )
+    if cfg.hint_adapter and not cfg.hints:
+        parser.error("--hint_adapter needs --hints true: it is a path for the hints")
     if cfg.snapshot_every % cfg.eval_every:
         parser.error(f"--snapshot_every must be a multiple of --eval_every ({cfg.eval_every}): {cfg.snapshot_every}")
     if cfg.crop_size % 8:

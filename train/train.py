@@ -157,6 +157,7 @@ def train(cfg: TrainConfig) -> str:
         annealed_t=cfg.annealed_t,
         skips=cfg.skips,
         hints=cfg.hints,
+        hint_adapter=cfg.hint_adapter,
     )
     model = ColorizerNet(args, torch.from_numpy(centres) if uses_bins(cfg) else None)
     model = model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
