@@ -33,7 +33,7 @@ from train.config import TrainConfig
 from train.data import RandomCrops, load_cached, split_images
 from train.export import load_model
 from train.model import ColorizerNet
-from train.train import Objective
+from train.train import Objective, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--adapter", action="store_true", help="add a hint adapter (train.model.HintAdapter), trained too")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    ckpt = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
-    model, _ = load_model(a.checkpoint)
+    model, ckpt = load_model(a.checkpoint)
     if a.adapter:
         model = with_adapter(model)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -135,8 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     def save(steps: int) -> None:
         ckpt["model"], ckpt["model_args"] = model.state_dict(), model.args.as_dict()
         ckpt["extra"] = {**ckpt.get("extra", {}), "finetune_hints": {"from": a.checkpoint, "steps": steps, "lr": a.lr}}
-        torch.save(ckpt, a.out + ".tmp")
-        os.replace(a.out + ".tmp", a.out)  # never a half-written checkpoint
+        save_checkpoint(a.out, ckpt)
         log.info("%d steps; saved %s", steps, a.out)
 
     save(finetune(model, objective, batches, a.lr, a.minutes * 60, save))

@@ -107,13 +107,21 @@ def rebuild(path: Path) -> tuple[ColorizerNet, dict]:
     model = ColorizerNet(args, torch.from_numpy(centres) if args.num_bins else None)
     model.load_state_dict(folded_state(model, weights))
     size = int(meta["colorizer.input_size"])
-    config = dataclasses.asdict(TrainConfig(head=args.head, width=args.width, skips=args.skips, hints=args.hints))
-    config |= {"crop_size": size, "annealed_t": args.annealed_t, "global_extractor": args.global_extractor}
+    config = TrainConfig(
+        head=args.head,
+        width=args.width,
+        skips=args.skips,
+        hints=args.hints,
+        hint_adapter=args.hint_adapter,
+        crop_size=size,
+        annealed_t=args.annealed_t,
+        global_extractor=args.global_extractor,
+    )
     ckpt = {
         "model": model.state_dict(),
         "step": int(meta.get("colorizer.train_steps", 0)),
         "model_args": args.as_dict(),
-        "config": config,
+        "config": dataclasses.asdict(config),
         # The prior only weights a rebalanced loss; the shipped models train without rebalancing, so uniform.
         "bins": {"centres": centres, "prior": np.full(len(centres), 1.0 / max(1, len(centres)), np.float32)},
         "extra": {"from_onnx": {"file": str(path), "version": meta.get("colorizer.version", "")}},
