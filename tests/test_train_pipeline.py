@@ -265,3 +265,21 @@ def test_evaluation_splits_are_the_training_runs_splits(tmp_path: Path) -> None:
     assert evaluate.select_split(rel, "val", 0.05, 0.05) == val
     assert set(evaluate.select_split(rel, "train", 0.05, 0.05)) == set(train_files) | set(calib)
     assert evaluate.select_split(rel, "all", 0.05, 0.05) == rel
+
+
+@pytest.mark.slow
+def test_bf16_precision_trains_under_autocast(photo_dir: Path, tmp_path: Path) -> None:
+    """The same seed and batches in fp32 and bf16 give different weights: the flag reaches the forward pass."""
+
+    def one_step(precision: str) -> dict[str, torch.Tensor]:
+        args = ["--data_dir", str(photo_dir), "--out_dir", str(tmp_path / precision), "--crop_size", "64"]
+        args += ["--width", "8", "--batch_size", "4", "--eval_every", "1", "--workers", "0", "--max_steps", "1"]
+        args += ["--cache_dir", str(tmp_path / "cache"), "--warmup_steps", "1", "--precision", precision]
+        return torch.load(train(parse_config(args)), weights_only=False)["model"]  # type: ignore[no-any-return]
+
+    fp32, bf16 = one_step("fp32"), one_step("bf16")
+    assert all(w.dtype != torch.bfloat16 for w in bf16.values())  # the weights themselves stay fp32
+    changed = [k for k in fp32 if fp32[k].is_floating_point() and not torch.equal(fp32[k], bf16[k])]
+    assert len(changed) > len(fp32) // 4
+    with pytest.raises(SystemExit):
+        parse_config(["--precision", "fp16"])

@@ -213,7 +213,8 @@ def train(cfg: TrainConfig) -> str:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, minutes, cfg)
         lightness = lightness.to(device).contiguous(memory_format=torch.channels_last)
-        loss = objective(net(lightness, *(h.to(device) for h in hints), features_only=True), ab.to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            loss = objective(net(lightness, *(h.to(device) for h in hints), features_only=True), ab.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
