@@ -78,7 +78,8 @@ RUN groupadd --system --gid 10001 colorizer \
  && chown colorizer:colorizer /var/lib/colorizer/videos
 COPY --from=build-cpu /opt/venv /opt/venv
 # The model is baked in (read-only, owned by root); mount another and set COLORIZER_MODEL_PATH to swap it.
-COPY models/colorizer.onnx /opt/colorizer/models/colorizer.onnx
+# The int8 file beside it serves where the CPU has VNNI or AMX (COLORIZER_PRECISION, app/precision.py).
+COPY models/colorizer.onnx models/colorizer.int8.onnx /opt/colorizer/models/
 WORKDIR /opt/colorizer
 USER 10001:10001
 EXPOSE 8000
@@ -110,7 +111,8 @@ RUN groupadd --system --gid 10001 colorizer \
  && mkdir -p /var/lib/colorizer/videos \
  && chown colorizer:colorizer /var/lib/colorizer/videos
 COPY --from=build-gpu /opt/venv /opt/venv
-COPY models/colorizer.onnx /opt/colorizer/models/colorizer.onnx
+# With the int8 file too: should CUDA fail to start, a VNNI CPU still gets the faster file.
+COPY models/colorizer.onnx models/colorizer.int8.onnx /opt/colorizer/models/
 WORKDIR /opt/colorizer
 USER 10001:10001
 EXPOSE 8000

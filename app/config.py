@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,11 @@ class Settings(BaseSettings):
     api_keys: str = Field("", description="comma-separated API keys; empty = open")
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS; empty = none")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime CPU threads per model run; 0 = per cores")
+    # auto: the int8 file beside the model (colorizer.int8.onnx) where the CPU has VNNI or AMX and the model runs
+    # on the CPU; fp32 elsewhere (app/precision.py). GET /model says which file serves, and why.
+    precision: Literal["auto", "fp32", "int8"] = Field(
+        "auto", description="auto, fp32 or int8: which model file serves on the CPU"
+    )
     png_compression: int = Field(2, ge=0, le=9, description="PNG zlib level: 2 is fast; 9 is ~12% smaller, ~60x slower")
     drain_timeout_s: float = Field(30.0, ge=0, description="grace for in-flight work on SIGTERM")
     drain_delay_s: float = Field(

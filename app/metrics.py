@@ -80,7 +80,7 @@ class Metrics:
         )
         self.errors = Counter("colorizer_errors", "Error answers by status and code.", ["status", "code"], registry=r)
         self.model_info = Gauge(
-            "colorizer_model_info", "The loaded model (value 1).", ["version", "provider"], registry=r
+            "colorizer_model_info", "The loaded model (value 1).", ["version", "provider", "precision"], registry=r
         )
         self.video_jobs = Gauge("colorizer_video_jobs", "Video jobs by status.", ["status"], registry=r)
         # Read at scrape time (Gauge.set_function, wired in app/main.py), for the alerts in deploy/prometheus/rules.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from app.config import Settings
 from app.guidance import ModelHints
+from app.precision import SOURCE_KEY, PrecisionError, choose, cpu_flags, file_sha256, made_from
 from app.tuning import Kind, intra_op_threads
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ class ModelInfo:
     trained_on: str
     providers: list[str]
     hints: list[str] = field(default_factory=list)  # the hint kinds the model takes: ["local", "global"] or []
+    quantized_from: str = ""  # an int8 file: the sha256 of the fp32 file it was made from (app/precision.py)
+    precision: str = "fp32"  # "int8" when the int8 file beside the model serves (app/precision.py)
+    precision_reason: str = ""  # why that file
 
     @property
     def provider(self) -> str:
@@ -98,8 +102,28 @@ class ModelRuntime:
 
     @classmethod
     def from_settings(cls, settings: Settings, cores: int) -> ModelRuntime:
+        """The fp32 model, or the int8 file beside it where COLORIZER_PRECISION and the CPU say so. The fp32 file
+        loads first either way: its provider (CUDA can fall back to the CPU) and its sha256 decide."""
         threads = intra_op_threads(settings, cores)
-        return cls(settings.model_path, settings.provider_names, settings.require_gpu, threads)
+
+        def load(path: Path) -> ModelRuntime:
+            return cls(path, settings.provider_names, settings.require_gpu, threads)
+
+        fp32 = settings.model_path
+        runtime = load(fp32)
+        try:
+            choice = choose(settings.precision, fp32, runtime.kind == "cpu", cpu_flags())
+            if choice.precision == "int8":
+                int8 = load(choice.path)
+                choice = made_from(choice, settings.precision, fp32, runtime.info.sha256, int8.info.quantized_from)
+                runtime = int8 if choice.precision == "int8" else runtime
+        except PrecisionError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        if choice.precision == "fp32" and runtime.info.quantized_from:  # the path itself names an int8 file
+            choice = dataclasses.replace(choice, precision="int8", reason="COLORIZER_MODEL_PATH is an int8 file")
+        log.info("serving %s (%s): %s", choice.path.name, choice.precision, choice.reason)
+        runtime.info = dataclasses.replace(runtime.info, precision=choice.precision, precision_reason=choice.reason)
+        return runtime
 
     @property
     def kind(self) -> Kind:
@@ -109,16 +133,16 @@ class ModelRuntime:
     def _describe(self, path: Path, active: list[str], meta: dict[str, str], hint_kinds: list[str]) -> ModelInfo:
         if "colorizer.input_size" not in meta:
             raise ModelLoadError(f"{path} lacks metadata colorizer.input_size; export it with python -m train.export")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
         return ModelInfo(
             path=str(path),
-            sha256=digest,
+            sha256=file_sha256(path),
             input_size=int(meta["colorizer.input_size"]),
             version=meta.get("colorizer.version", "unknown"),
             architecture=meta.get("colorizer.architecture", "unknown"),
             trained_on=meta.get("colorizer.trained_on", "unknown"),
             providers=active,
             hints=hint_kinds,
+            quantized_from=meta.get(SOURCE_KEY, ""),
         )
 
     def _hint_spec(self, path: Path, meta: dict[str, str]) -> tuple[list[str], np.ndarray | None]:

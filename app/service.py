@@ -46,7 +46,7 @@ class Service:
         await colorizer.start()
         self._colorizer = colorizer
         info = runtime.info
-        self.metrics.model_info.labels(info.version, info.provider).set(1)
+        self.metrics.model_info.labels(info.version, info.provider, info.precision).set(1)
         self._chain_sigterm()
         self.ready = True
         log.info("ready: %s", tuning)

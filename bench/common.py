@@ -25,6 +25,7 @@ RESULTS = Path(os.environ.get("BENCH_RESULTS", ROOT / "docs" / "perf"))  # run_a
 PHOTOS = Path.home() / ".cache" / "colorize" / "train"
 CACHE = Path(tempfile.gettempdir()) / "colorizer-bench"
 VAL_FRACTION = 0.05  # the training run's hold-out fraction (train.train's default)
+CALIB_FRACTION = 0.05  # its calibration split, where choices are made (train.train's default)
 
 # Input sizes for the stage benchmark: 4:3 photos of about 0.25, 1, 12 and 24 megapixels.
 SIZES_MP = {"0.25": (576, 432), "1": (1152, 864), "12": (4000, 3000), "24": (6000, 4000)}
@@ -77,13 +78,15 @@ def photo_jpeg(width: int, height: int, seed: int = 0, quality: int = 90) -> byt
     return path.read_bytes()
 
 
-def validation_photos(limit: int = 0) -> list[Path]:
-    """The training run's validation split of the training photos (empty where they are not on this machine)."""
+def validation_photos(limit: int = 0, split: str = "val") -> list[Path]:
+    """The training run's validation (or, with split="calib", calibration) split of the training photos; empty
+    where they are not on this machine."""
     if not PHOTOS.is_dir():
         return []
-    from train.data import is_validation, list_images  # train/ is a bench-time dependency only
+    from train.data import list_images  # train/ is a bench-time dependency only
+    from train.evaluate import select_split
 
-    rel = [f for f in list_images(str(PHOTOS)) if is_validation(f, VAL_FRACTION)]
+    rel = select_split(list_images(str(PHOTOS)), split, VAL_FRACTION, CALIB_FRACTION)
     return [PHOTOS / f for f in rel][: limit or None]
 
 

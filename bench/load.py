@@ -111,7 +111,10 @@ def start_server(
 
 def service(env: dict[str, str] | None = None, name: str = "service") -> Server:
     """The service as ``uvicorn app.main:app`` serves it, with the shipped model unless ``env`` names another."""
-    return start_server(name, "app.main:app", {"COLORIZER_MODEL_PATH": str(MODEL), **(env or {})}, "/readyz")
+    # fp32 unless a variant says otherwise: "auto" would serve the int8 file on a CPU with VNNI, and the "service"
+    # row would mean a different model on different machines.
+    base = {"COLORIZER_MODEL_PATH": str(MODEL), "COLORIZER_PRECISION": "fp32"}
+    return start_server(name, "app.main:app", base | (env or {}), "/readyz")
 
 
 def variants() -> dict[str, dict[str, str]]:
@@ -124,7 +127,7 @@ def variants() -> dict[str, dict[str, str]]:
         "queueing": {"COLORIZER_MAX_IN_FLIGHT": "64"},
     }
     if INT8_MODEL.exists():
-        out["int8"] = {"COLORIZER_MODEL_PATH": str(INT8_MODEL)}
+        out["int8"] = {"COLORIZER_PRECISION": "int8"}  # the file beside the model, as the service picks it
     if CORES > 1:
         out[f"threads{CORES}"] = {"COLORIZER_INTRA_OP_THREADS": str(CORES)}
     return out

@@ -27,6 +27,9 @@ pytest_plugins = ["tests.browser"]  # the `browser` fixture of the browser tests
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "colorizer.onnx"
+# Every test serves the fp32 file unless it says otherwise: with "auto" a CPU with VNNI would serve the int8 file
+# beside it and the same test would check a different model on another machine. tests/test_precision.py covers int8.
+os.environ.setdefault("COLORIZER_PRECISION", "fp32")
 
 
 def free_port() -> int:

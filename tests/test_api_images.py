@@ -227,7 +227,10 @@ def test_health_ready_model_and_metrics(live_server: Server) -> None:
     assert tuning["max_in_flight"] == model["batching"]["max_in_flight"]
     assert tuning["max_queue_wait_ms"] == model["batching"]["max_queue_wait_ms"] == 2000
     text = httpx.get(live_server.url + "/metrics").text
-    assert 'colorizer_model_info{provider="CPUExecutionProvider"' in text
+    info = next(line for line in text.splitlines() if line.startswith("colorizer_model_info{"))
+    assert 'provider="CPUExecutionProvider"' in info
+    assert 'precision="fp32"' in info  # the tests pin fp32 (tests/conftest.py); tests/test_precision.py has int8
+    assert model["precision"] == "fp32"
     for name in (
         "colorizer_request_duration_seconds",
         "colorizer_stage_duration_seconds",

@@ -47,6 +47,8 @@ async def model(request: Request) -> dict[str, Any]:
         "sha256": info.sha256,
         "providers": info.providers,
         "hints": info.hints,  # the colour hints the model takes: ["local", "global"], or [] (automatic only)
+        "precision": info.precision,  # "fp32", or "int8": the quantised file beside the model (app/precision.py)
+        "precision_reason": info.precision_reason,
         "batching": {
             "max_batch_size": tuning.max_batch_size,
             "max_batch_delay_ms": tuning.max_batch_delay_ms,
