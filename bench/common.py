@@ -143,7 +143,11 @@ def machine() -> dict[str, Any]:
         info["model"] = fields.get("Model name", "unknown")
         info["family_model"] = f"family {fields.get('CPU family', '?')} model {fields.get('Model', '?')}"
         info["hypervisor"] = fields.get("Hypervisor vendor", "none")
-        info["flags"] = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni") if f in out.split())
+        info["flags"] = " ".join(
+            f
+            for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+            if f in out.split()
+        )
     except (OSError, subprocess.CalledProcessError):
         info["model"] = platform.processor() or "unknown"
     import onnxruntime
