@@ -161,7 +161,7 @@ def machine() -> dict[str, Any]:
 def command() -> str:
     """The command that reproduces this run, as typed from the repository root."""
     module = Path(sys.argv[0]).with_suffix("").relative_to(ROOT).as_posix().replace("/", ".")
-    env = [f"BENCH_MODEL={os.environ['BENCH_MODEL']}"] if "BENCH_MODEL" in os.environ else []
+    env = [f"{k}={os.environ[k]}" for k in ("BENCH_MODEL", "BENCH_RESULTS") if k in os.environ]
     return shlex.join([*env, ".venv/bin/python", "-m", module, *sys.argv[1:]])
 
 
