@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from fastapi import FastAPI, File, UploadFile
 from fastapi.responses import JSONResponse, Response
-from onnx import numpy_helper
 
 from train.export import load_model
-from train.model import ColorizerNet, ModelArgs
+from train.from_onnx import rebuild
+from train.model import ColorizerNet
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,17 +45,11 @@ def build_model() -> tuple[ColorizerNet, int, str]:
     if CHECKPOINT.is_file():
         model, _ = load_model(str(CHECKPOINT))
         return model, size, str(CHECKPOINT)
-    _, width, extractor, head = meta["colorizer.architecture"].split("/")  # colorizer-cnn/w16/compact/classification
-    weights = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    centres = torch.from_numpy(weights["bin_centres"]) if "bin_centres" in weights else None
-    args = ModelArgs(
-        head=head,
-        width=int(width.removeprefix("w")),
-        global_extractor=extractor,
-        num_bins=0 if centres is None else len(centres),
-        fused_channels=int(weights["fusion.0.weight"].shape[0]),
-    )
-    return ColorizerNet(args, centres).eval(), size, "random weights, architecture from " + ONNX_MODEL.name
+    # The shipped weights, rebuilt from the ONNX file (BatchNorm folded, exact in eval mode): the naive server runs
+    # the same network as the service, only naively. (Parsing colorizer.architecture by hand broke on 2.x's
+    # longer string.)
+    model, _ = rebuild(ONNX_MODEL)
+    return model, size, "weights rebuilt from " + ONNX_MODEL.name
 
 
 MODEL, SIZE, SOURCE = build_model()
