@@ -2,8 +2,9 @@
 
 ``bench.quantize`` writes ``colorizer.int8.onnx`` next to ``colorizer.onnx`` and records in it the sha256 of the
 fp32 file it was made from, so a stale int8 file (the fp32 model was replaced) is never served by accident.
-int8 pays only where the CPU has int8 dot-product instructions (VNNI or AMX): 1.7x fp32's images/s there, at a
-cost in colour measured in models/README.md; without them int8 ran slower than fp32 (docs/PERFORMANCE.md).
+int8 pays only where the CPU has int8 dot-product instructions (VNNI or AMX): 1.55-1.59x fp32's images/s there
+at one thread per run, with no measurable loss of colour (models/README.md, "int8"); without them int8 ran slower
+than fp32 (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -50,9 +51,12 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def choose(setting: Precision, fp32: Path, on_cpu: bool, flags: set[str]) -> Choice:
+def choose(setting: Precision, fp32: Path, on_cpu: bool, flags: set[str], quantized: bool = False) -> Choice:
     """The file to serve, before its provenance is checked (``made_from``). ``on_cpu``: the fp32 model came up on
-    the CPU provider; int8 is chosen by itself only there."""
+    the CPU provider; int8 is chosen by itself only there. ``quantized``: the configured file is itself an int8
+    file (COLORIZER_MODEL_PATH names one), which then serves as it is."""
+    if quantized:
+        return Choice(fp32, "int8", "COLORIZER_MODEL_PATH is an int8 file")
     missing = None if int8_sibling(fp32).is_file() else f"there is no {int8_sibling(fp32).name} beside {fp32.name}"
     if setting == "fp32":
         return Choice(fp32, "fp32", "COLORIZER_PRECISION is fp32")
@@ -73,7 +77,7 @@ def choose(setting: Precision, fp32: Path, on_cpu: bool, flags: set[str]) -> Cho
 def made_from(choice: Choice, setting: Precision, fp32: Path, fp32_sha256: str, int8_source: str) -> Choice:
     """``choice`` once the int8 file's SOURCE_KEY (``int8_source``, "" when absent) is checked against the fp32
     file's sha256: a stale int8 file falls back to fp32 under "auto" and stops the start under "int8"."""
-    if choice.precision == "fp32" or int8_source == fp32_sha256:
+    if choice.path == fp32 or int8_source == fp32_sha256:
         return choice
     problem = (
         f"{choice.path.name} was made from another {fp32.name}"

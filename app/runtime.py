@@ -39,8 +39,12 @@ class ModelInfo:
     providers: list[str]
     hints: list[str] = field(default_factory=list)  # the hint kinds the model takes: ["local", "global"] or []
     quantized_from: str = ""  # an int8 file: the sha256 of the fp32 file it was made from (app/precision.py)
-    precision: str = "fp32"  # "int8" when the int8 file beside the model serves (app/precision.py)
-    precision_reason: str = ""  # why that file
+    precision_reason: str = ""  # why this file serves (app/precision.py)
+
+    @property
+    def precision(self) -> str:
+        """ "int8" for a file bench.quantize made (it records its source), else "fp32"."""
+        return "int8" if self.quantized_from else "fp32"
 
     @property
     def provider(self) -> str:
@@ -112,17 +116,17 @@ class ModelRuntime:
         fp32 = settings.model_path
         runtime = load(fp32)
         try:
-            choice = choose(settings.precision, fp32, runtime.kind == "cpu", cpu_flags())
-            if choice.precision == "int8":
+            choice = choose(
+                settings.precision, fp32, runtime.kind == "cpu", cpu_flags(), bool(runtime.info.quantized_from)
+            )
+            if choice.path != fp32:
                 int8 = load(choice.path)
                 choice = made_from(choice, settings.precision, fp32, runtime.info.sha256, int8.info.quantized_from)
-                runtime = int8 if choice.precision == "int8" else runtime
+                runtime = int8 if choice.path != fp32 else runtime
         except PrecisionError as exc:
             raise ModelLoadError(str(exc)) from exc
-        if choice.precision == "fp32" and runtime.info.quantized_from:  # the path itself names an int8 file
-            choice = dataclasses.replace(choice, precision="int8", reason="COLORIZER_MODEL_PATH is an int8 file")
-        log.info("serving %s (%s): %s", choice.path.name, choice.precision, choice.reason)
-        runtime.info = dataclasses.replace(runtime.info, precision=choice.precision, precision_reason=choice.reason)
+        runtime.info = dataclasses.replace(runtime.info, precision_reason=choice.reason)
+        log.info("serving %s (%s): %s", choice.path.name, runtime.info.precision, choice.reason)
         return runtime
 
     @property

@@ -78,9 +78,9 @@ def photo_jpeg(width: int, height: int, seed: int = 0, quality: int = 90) -> byt
     return path.read_bytes()
 
 
-def validation_photos(limit: int = 0, split: str = "val") -> list[Path]:
-    """The training run's validation (or, with split="calib", calibration) split of the training photos; empty
-    where they are not on this machine."""
+def split_photos(split: str = "val", limit: int = 0) -> list[Path]:
+    """A split of the training photos as the training run drew it: "val" (validation) or "calib" (calibration);
+    empty where they are not on this machine."""
     if not PHOTOS.is_dir():
         return []
     from train.data import list_images  # train/ is a bench-time dependency only

@@ -30,8 +30,8 @@ from bench.common import (
     photo_jpeg,
     repeat,
     save,
+    split_photos,
     stats,
-    validation_photos,
 )
 from bench.quantize import model_size, service_lightness
 
@@ -50,7 +50,7 @@ def session(path: Path | bytes, threads: int) -> ort.InferenceSession:
 
 def sample_inputs(size: int, count: int = 16) -> np.ndarray:
     """(count, 1, S, S) L from real validation photos where present, else from photo-like JPEGs."""
-    photos = validation_photos(count)
+    photos = split_photos(limit=count)
     if photos:
         items = [service_lightness(p, size)[0] for p in photos]
     else:
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{work['gflop_per_image']:.3f} GFLOP/image (Conv); peak {peak['peak_gflops']:.0f} GFLOP/s ({peak['formula']})"
     )
     profile = op_profile(models, data)
-    fp16 = fp16_check(a.model, data, [] if a.quick else validation_photos())
+    fp16 = fp16_check(a.model, data, [] if a.quick else split_photos())
     if a.fp16_out:
         onnx.save(to_fp16(onnx.load(str(a.model))), str(a.fp16_out))
         print(f"wrote {a.fp16_out} (for COLORIZER_MODEL_PATH on a GPU host)")

@@ -29,7 +29,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from app.pipeline import prepare
 from app.precision import SOURCE_KEY, file_sha256
-from bench.common import INT8_MODEL, MODEL, model_feeds, save, validation_photos
+from bench.common import INT8_MODEL, MODEL, model_feeds, save, split_photos
 
 # Nodes are chosen by the name of their weight: the torch.export-based exporter names nodes node_Conv_268 and so on,
 # but keeps each module's parameter name ("model.head.weight").
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int, default=0, help="at most this many photos of each split")
     p.add_argument("--no_eval", action="store_true")
     a = p.parse_args(argv)
-    photos, calibration = validation_photos(a.limit), validation_photos(a.limit, split="calib")
+    photos, calibration = split_photos("val", a.limit), split_photos("calib", a.limit)
     if not photos or not calibration:
         raise SystemExit("no photos: fetch the training photos first (python -m train.fetch_data)")
     started = time.perf_counter()

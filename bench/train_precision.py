@@ -20,38 +20,47 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import CACHE, PHOTOS, save, validation_photos
+from bench.common import CACHE, PHOTOS, save, split_photos
 
 
-def batch(size: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(count, 1, S, S) L and (count, 2, S/2, S/2) ab of validation photos: whole images squeezed to S."""
-    import torch.nn.functional as F
+def photos() -> list[np.ndarray]:
+    """The validation photos, decoded (BGRA) through the training run's cache."""
+    from train.data import load_cached
 
-    from train.data import load_cached, validation_batch
-
-    files = [str(p.relative_to(PHOTOS)) for p in validation_photos()]
+    files = [str(p.relative_to(PHOTOS)) for p in split_photos()]
     if not files:
         raise SystemExit("no validation photos: fetch the training photos first (python -m train.fetch_data)")
-    lightness, ab = validation_batch(load_cached(str(PHOTOS), files, str(CACHE / "train-cache"), 512), size)
+    return load_cached(str(PHOTOS), files, str(CACHE / "train-cache"), 512)
+
+
+def batch(images: list[np.ndarray], size: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(count, 1, S, S) L and (count, 2, S/2, S/2) ab: whole photos squeezed to S, repeated up to ``count``."""
+    from train.data import validation_batch
+
+    lightness, ab = validation_batch(images, size)
     picks = torch.arange(count) % len(lightness)
-    return lightness[picks], F.avg_pool2d(ab[picks], 2) if ab.shape[-1] == size else ab[picks]
+    return lightness[picks], ab[picks]
 
 
-def build(seed: int) -> tuple[Any, Any, Any]:
-    """The model, its objective and the bin centres, as train.train builds them for the default configuration."""
+def build(images: list[np.ndarray], seed: int) -> tuple[Any, Any, int]:
+    """The model and its objective as train.train builds them for the default configuration, with the bins
+    train.train computes from these photos; and the number of bins."""
     from train.bins import rebalance_weights
     from train.config import TrainConfig
     from train.model import ColorizerNet, ModelArgs
-    from train.train import Objective
+    from train.train import Objective, compute_bins
 
     cfg = TrainConfig()
     torch.manual_seed(seed)
-    grid = np.stack(np.meshgrid(np.arange(-105, 106, 10.0), np.arange(-105, 106, 10.0)), -1).reshape(-1, 2)
-    centres = grid[np.hypot(grid[:, 0], grid[:, 1]) < 110].astype(np.float32)  # an in-gamut-sized bin table
-    prior = np.full(len(centres), 1 / len(centres), np.float32)
+    centres, prior = compute_bins(images)
     weights = rebalance_weights(centres, prior, cfg.rebalance_lambda, cfg.soft_sigma)
     args = ModelArgs(
-        head=cfg.head, width=cfg.width, num_bins=len(centres), skips=cfg.skips, hints=cfg.hints, annealed_t=0.38
+        head=cfg.head,
+        width=cfg.width,
+        num_bins=len(centres),
+        skips=cfg.skips,
+        hints=cfg.hints,
+        annealed_t=cfg.annealed_t,
     )
     model = ColorizerNet(args, torch.from_numpy(centres)).to(memory_format=torch.channels_last)
     objective = Objective(cfg, torch.from_numpy(centres), torch.from_numpy(weights))
@@ -81,8 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=30, help="optimiser steps of the short paired run")
     p.add_argument("--seed", type=int, default=1337)
     a = p.parse_args(argv)
-    lightness, ab = batch(a.size, a.batch)
-    model, objective, q = build(a.seed)
+    images = photos()
+    lightness, ab = batch(images, a.size, a.batch)
+    model, objective, q = build(images, a.seed)
     start = copy.deepcopy(model.state_dict())
 
     loss32, grad32 = gradients(model, objective, (lightness, ab), q, bf16=False)

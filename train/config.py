@@ -50,7 +50,7 @@ class TrainConfig:
     workers: int = 1  # data-loader processes (crops are cheap once cached)
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     # "bf16": the forward pass and loss run under torch.autocast in bfloat16 (weights, optimiser and validation stay
-    # fp32). On a CPU with AVX-512 bf16 or AMX it is ~1.6x faster per step (models/README.md); elsewhere it is slower.
+    # fp32). On a CPU with AVX-512 bf16 or AMX it is ~1.4x faster per step (models/README.md); elsewhere it is slower.
     precision: str = "fp32"
     seed: int = 1337  # seeds Python, NumPy and torch
     device: str = "auto"  # "auto" = cuda when present, else cpu
