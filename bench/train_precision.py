@@ -47,21 +47,14 @@ def build(images: list[np.ndarray], seed: int) -> tuple[Any, Any, int]:
     train.train computes from these photos; and the number of bins."""
     from train.bins import rebalance_weights
     from train.config import TrainConfig
-    from train.model import ColorizerNet, ModelArgs
-    from train.train import Objective, compute_bins
+    from train.model import ColorizerNet
+    from train.train import Objective, compute_bins, model_args
 
     cfg = TrainConfig()
     torch.manual_seed(seed)
     centres, prior = compute_bins(images)
     weights = rebalance_weights(centres, prior, cfg.rebalance_lambda, cfg.soft_sigma)
-    args = ModelArgs(
-        head=cfg.head,
-        width=cfg.width,
-        num_bins=len(centres),
-        skips=cfg.skips,
-        hints=cfg.hints,
-        annealed_t=cfg.annealed_t,
-    )
+    args = model_args(cfg, len(centres))
     model = ColorizerNet(args, torch.from_numpy(centres)).to(memory_format=torch.channels_last)
     objective = Objective(cfg, torch.from_numpy(centres), torch.from_numpy(weights))
     return model, objective, len(centres)

@@ -88,6 +88,21 @@ def uses_bins(cfg: TrainConfig) -> bool:
     return cfg.head != "regression" or cfg.hints
 
 
+def model_args(cfg: TrainConfig, num_bins: int) -> ModelArgs:
+    """The network a training configuration describes."""
+    return ModelArgs(
+        head=cfg.head,
+        width=cfg.width,
+        global_extractor=cfg.global_extractor,
+        global_weights=cfg.global_weights,
+        num_bins=num_bins,
+        annealed_t=cfg.annealed_t,
+        skips=cfg.skips,
+        hints=cfg.hints,
+        hint_adapter=cfg.hint_adapter,
+    )
+
+
 def lr_at(step: int, minutes: float, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to 5 % over whichever budget (steps or minutes) runs out first,
     so a time-boxed run still ends with a fully decayed learning rate. With ``schedule_from_minutes`` a resumed,
@@ -148,17 +163,7 @@ def train(cfg: TrainConfig) -> str:
     else:
         centres, prior = np.zeros((0, 2), np.float32), np.zeros(0, np.float32)
 
-    args = ModelArgs(
-        head=cfg.head,
-        width=cfg.width,
-        global_extractor=cfg.global_extractor,
-        global_weights=cfg.global_weights,
-        num_bins=len(centres),
-        annealed_t=cfg.annealed_t,
-        skips=cfg.skips,
-        hints=cfg.hints,
-        hint_adapter=cfg.hint_adapter,
-    )
+    args = model_args(cfg, len(centres))
     model = ColorizerNet(args, torch.from_numpy(centres) if uses_bins(cfg) else None)
     model = model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     params = [p for p in model.parameters() if p.requires_grad]
