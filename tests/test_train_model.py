@@ -113,6 +113,10 @@ def test_calibration_fit_recovers_an_affine_map_and_is_baked_into_the_model() ->
     noise = rng.normal(0, 20, pred.shape)
     fitted = apply(fit(pred, noise), pred)
     assert np.mean((fitted - noise) ** 2) <= np.mean(noise**2)
+    # one chroma gain: recovered from a scaled prediction, and the least-squares gain for a rotated one
+    np.testing.assert_allclose(fit(pred, 0.7 * pred, form="gain"), [0.7, 0, 0, 0.7, 0, 0], atol=1e-9)
+    gain = fit(pred, truth - np.array(values[4:])[None, :, None, None], form="gain")[0]
+    assert gain == pytest.approx(np.sum(pred * apply(values[:4] + [0, 0], pred)) / np.sum(pred**2))
 
     model = make("regression").eval()
     lightness = torch.rand(2, 1, 64, 64) * 100

@@ -114,17 +114,20 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         choices, gray = choose_readout.compare(ckpt, str(photo_dir))  # scored on the calibration split
         shrinks = choose_readout.CHROMA_SHRINKS
         readouts = [("regression", 0.0)] + [("annealed_mean", t) for t in choose_readout.ANNEALED_TS]
-        assert [(c.readout, c.annealed_t, c.calibrated, c.chroma_shrink) for c in choices] == [
-            (r, t, calibrated, shrink) for r, t in readouts for calibrated in (False, True) for shrink in shrinks
+        calibrations = ("none", "2x2", "gain")
+        assert [(c.readout, c.annealed_t, c.calibration, c.chroma_shrink) for c in choices] == [
+            (r, t, calibration, shrink) for r, t in readouts for calibration in calibrations for shrink in shrinks
         ]
         assert all(np.isfinite(c.psnr) and c.psnr > 5 for c in choices)
         assert all(c.colourfulness > 0 for c in choices if not c.chroma_shrink)
-        raw = {c.annealed_t: c.colourfulness for c in choices if c.readout == "annealed_mean" and not c.calibrated}
+        raw = {
+            c.annealed_t: c.colourfulness for c in choices if c.readout == "annealed_mean" and c.calibration == "none"
+        }
         assert len(set(raw.values())) == len(raw)  # each temperature is really applied
         for r, t in readouts:  # each shrink is really applied: colour only fades as it grows
-            for calibrated in (False, True):
+            for calibration in calibrations:
                 fading = [
-                    c.colourfulness for c in choices if (c.readout, c.annealed_t, c.calibrated) == (r, t, calibrated)
+                    c.colourfulness for c in choices if (c.readout, c.annealed_t, c.calibration) == (r, t, calibration)
                 ]
                 assert fading == sorted(fading, reverse=True)
                 assert fading[0] > fading[-1]
@@ -137,6 +140,13 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         assert export.parity(model, shrunk_onnx, 64, batch=4) > 1e-3  # the graph shrinks ...
         model.args.chroma_shrink = 3.0
         assert export.parity(model, shrunk_onnx, 64, batch=4) < 1e-3  # ... as the model does
+        gained_onnx = tmp_path / "gain.onnx"
+        export.main([ckpt, str(gained_onnx), "--calibrate", "--calibration_form", "gain"])
+        m00, m01, m10, m11, *_ = json.loads(
+            {p.key: p.value for p in onnx.load(str(gained_onnx)).metadata_props}["colorizer.calibration"]
+        )
+        assert (m01, m10) == (0, 0)  # one fitted gain for both channels
+        assert m00 == m11 != 1
         assert gray > 5
         snapshot = str(out / "step2.pt")
         earlier, _ = choose_readout.compare(snapshot, str(photo_dir))
@@ -179,15 +189,17 @@ def test_neutral_cast_is_the_chroma_put_where_the_truth_is_neutral() -> None:
 def test_the_readout_chosen_is_the_best_psnr_within_the_colourfulness_band() -> None:
     from train.choose_readout import Choice, best_choice
 
-    faded = Choice("annealed_mean", 0.5, False, psnr=24.5, colourfulness=0.42)  # best PSNR, but nearly gray
-    vivid = Choice("annealed_mean", 0.25, False, psnr=24.1, colourfulness=0.61)
-    loud = Choice("regression", 0.0, False, psnr=23.0, colourfulness=1.3)
+    faded = Choice("annealed_mean", 0.5, "none", psnr=24.5, colourfulness=0.42)  # best PSNR, but nearly gray
+    vivid = Choice("annealed_mean", 0.25, "none", psnr=24.1, colourfulness=0.61)
+    loud = Choice("regression", 0.0, "none", psnr=23.0, colourfulness=1.3)
     assert best_choice([faded, vivid, loud]) == vivid
     assert vivid.flags() == "--readout annealed_mean --annealed_t 0.25"
-    shrunk = Choice("annealed_mean", 0.5, True, psnr=24.2, colourfulness=0.55, chroma_shrink=3.0)
+    shrunk = Choice("annealed_mean", 0.5, "2x2", psnr=24.2, colourfulness=0.55, chroma_shrink=3.0)
     assert best_choice([faded, vivid, shrunk]) == shrunk
     assert shrunk.flags() == "--readout annealed_mean --annealed_t 0.5 --calibrate --chroma_shrink 3"
     assert best_choice([faded, loud]) == faded  # none in the band: the best PSNR
+    gained = Choice("regression", 0.0, "gain", psnr=24.3, colourfulness=0.6)
+    assert gained.flags() == "--readout regression --calibrate --calibration_form gain"
 
 
 def test_unknown_config_key_is_an_error() -> None:

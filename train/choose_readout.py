@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from train.calibrate import apply, fit
+from train.calibrate import CALIBRATION_FORMS, apply, fit
 from train.data import split_images
 from train.evaluate import colourfulness, gray_baseline, join_ab, load_eval_image, psnr, small_ab, small_lightness
 from train.export import load_model
@@ -37,7 +37,7 @@ COLOURFULNESS_BAND = (0.5, 1.1)  # of the truth's colourfulness
 class Choice:
     readout: str
     annealed_t: float  # 0 for the regression head
-    calibrated: bool
+    calibration: str  # "none", or the form of the calibration fitted (train.calibrate.CALIBRATION_FORMS)
     psnr: float
     colourfulness: float  # the prediction's over the truth's (Hasler–Süsstrunk M, means over the photos)
     checkpoint: str = ""
@@ -46,7 +46,10 @@ class Choice:
     def flags(self) -> str:
         t = f" --annealed_t {self.annealed_t:g}" if self.readout == "annealed_mean" else ""
         shrink = f" --chroma_shrink {self.chroma_shrink:g}" if self.chroma_shrink else ""
-        return f"--readout {self.readout}{t}" + (" --calibrate" if self.calibrated else "") + shrink
+        calibrate = {"none": "", "2x2": " --calibrate"}.get(
+            self.calibration, f" --calibrate --calibration_form {self.calibration}"
+        )
+        return f"--readout {self.readout}{t}{calibrate}{shrink}"
 
     def in_band(self) -> bool:
         return COLOURFULNESS_BAND[0] <= self.colourfulness <= COLOURFULNESS_BAND[1]
@@ -71,12 +74,12 @@ def shrunk(ab: np.ndarray, shrink: float) -> np.ndarray:
     return shrink_chroma(torch.from_numpy(ab.astype(np.float32)), shrink).numpy() if shrink else ab
 
 
-def cross_fitted(ab: np.ndarray, truth: np.ndarray) -> np.ndarray:
+def cross_fitted(ab: np.ndarray, truth: np.ndarray, form: str = "2x2") -> np.ndarray:
     """ab calibrated with the map fitted on the other half of the photos, so each photo's is out of sample."""
     out = np.zeros_like(ab)
     first = np.arange(len(ab)) % 2 == 0
     for fit_on in (first, ~first):
-        out[~fit_on] = apply(fit(ab[fit_on], truth[fit_on]), ab[~fit_on])
+        out[~fit_on] = apply(fit(ab[fit_on], truth[fit_on], form=form), ab[~fit_on])
     return out
 
 
@@ -102,12 +105,13 @@ def compare(checkpoint: str, data_dir: str = "") -> tuple[list[Choice], float]:
         model.args.readout = readout
         model.args.annealed_t = t or model.args.annealed_t  # the regression head has no temperature
         ab = automatic_ab(model, photos, int(cfg["crop_size"]))
-        for calibrated, corrected in ((False, ab), (True, cross_fitted(ab, truth))):
+        calibrated = [(form, cross_fitted(ab, truth, form)) for form in CALIBRATION_FORMS]
+        for calibration, corrected in [("none", ab), *calibrated]:
             for shrink in CHROMA_SHRINKS:
                 per_photo = scores(photos, shrunk(corrected, shrink).astype(np.float32))
                 psnr_mean, colour = per_photo.mean(axis=0)
                 colour_ratio = float(colour) / truth_colourfulness
-                choices.append(Choice(readout, t, calibrated, float(psnr_mean), colour_ratio, checkpoint, shrink))
+                choices.append(Choice(readout, t, calibration, float(psnr_mean), colour_ratio, checkpoint, shrink))
     return choices, gray
 
 
@@ -128,14 +132,14 @@ def main(argv: list[str] | None = None) -> Choice:
     print("| checkpoint | read-out | calibration | shrink | PSNR, calibration split (dB) | colourfulness ÷ truth |")
     print("| --- | --- | --- | ---: | ---: | ---: |")
     for c in choices:
-        calibration = "2×2, cross-fitted" if c.calibrated else "none"
+        calibration = {"none": "none", "2x2": "2×2, cross-fitted"}.get(c.calibration, f"{c.calibration}, cross-fitted")
         measured = f"{c.psnr:.2f} | {c.colourfulness:.2f}"
         print(f"| {c.checkpoint} | {c.name()} | {calibration} | {c.chroma_shrink:g} | {measured} |")
     print(f"| gray baseline | | | | {gray:.2f} | 0 |")
     best = best_choice(choices)
     low, high = COLOURFULNESS_BAND
     band = f"in the colourfulness band {low}–{high}" if best.in_band() else f"none is in the band {low}–{high}"
-    state = "calibrated" if best.calibrated else "uncalibrated"
+    state = "uncalibrated" if best.calibration == "none" else f"calibrated ({best.calibration})"
     print(f"\nbest ({band}): {best.checkpoint}, {best.name()}, {state}; export it with {best.flags()}")
     return best
 

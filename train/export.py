@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from train.calibrate import calibrate
+from train.calibrate import CALIBRATION_FORMS, calibrate
 from train.model import ColorizerNet, ModelArgs
 
 HINT_INPUTS = ("hint_ab", "hint_mask", "global_hint")
@@ -182,6 +182,12 @@ def main(argv: list[str] | None = None) -> None:
         help="soft threshold (ab units) on the automatic ab's chroma after the calibration: weak casts become gray",
     )
     p.add_argument("--calibration_offset", action="store_true", help="--calibrate also fits an ab offset t")
+    p.add_argument(
+        "--calibration_form",
+        choices=CALIBRATION_FORMS,
+        default="2x2",
+        help="--calibrate fits a full 2×2 map, or one chroma gain for both channels",
+    )
     p.add_argument("--data_dir", default="", help="photos for --calibrate; default: the checkpoint's data_dir")
     p.add_argument("--cache_dir", default="", help="decoded-photo cache for --calibrate; default: the run's")
     p.add_argument("--max_diff", type=float, default=0.05, help="fail when ORT and PyTorch differ by more (ab)")
@@ -189,7 +195,12 @@ def main(argv: list[str] | None = None) -> None:
     model, ckpt = load_model(a.checkpoint, a.annealed_t, a.readout, a.chroma_shrink)
     if a.calibrate:
         cal = calibrate(
-            model, a.data_dir or ckpt["config"]["data_dir"], ckpt["config"], a.cache_dir, a.calibration_offset
+            model,
+            a.data_dir or ckpt["config"]["data_dir"],
+            ckpt["config"],
+            a.cache_dir,
+            a.calibration_offset,
+            a.calibration_form,
         )
         log.info(
             "calibration on %d photos: ab RMSE %.2f -> %.2f (gray %.2f); M·ab + t = %s",
