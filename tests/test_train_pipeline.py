@@ -173,6 +173,19 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
     assert differences == sorted(differences)  # worst against gray first
 
 
+def test_the_evaluation_scores_photos_and_cut_outs_apart(photo_dir: Path) -> None:
+    assert evaluate.is_cut_out(str(photo_dir / "stamp.png"))
+    assert not evaluate.is_cut_out(str(photo_dir / "sub1" / "p1.png"))
+    blank = np.zeros((8, 8, 3), np.uint8)
+    per_photo = [("a", 20.0, 19.0), ("b", 30.0, 32.0), ("c", 22.0, 21.0)]
+    mixed = evaluate.Report({}, 3, blank, None, per_photo, [False, True, False])
+    table = evaluate.markdown_table(mixed, "m.onnx")
+    assert "| photos | 2 | 21.00 | 20.00 |" in table
+    assert "| cut-outs on mid-gray | 1 | 30.00 | 32.00 |" in table
+    only_photos = evaluate.Report({}, 3, blank, None, per_photo, [False, False, False])
+    assert "by kind" not in evaluate.markdown_table(only_photos, "m.onnx")
+
+
 def test_neutral_cast_is_the_chroma_put_where_the_truth_is_neutral() -> None:
     truth = np.full((32, 32, 3), 128, np.uint8)  # a gray wall ...
     truth[:, 16:] = (40, 60, 200)  # ... beside a red one, which does not count

@@ -151,6 +151,12 @@ def load_eval_image(path: str) -> np.ndarray:
     return cv2.resize(bgr, (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_AREA)
 
 
+def is_cut_out(path: str) -> bool:
+    """Whether the photo has transparent pixels (load_eval_image composites those on mid-gray)."""
+    img = read_bgra(path)
+    return img is not None and bool((img[:, :, 3] < 255).any())
+
+
 def mark_hints(bgr: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Outline each hint patch (mask at model size) on the image, so a grid shows where the hints were."""
     out = bgr.copy()
@@ -181,6 +187,7 @@ class Report:
     grid: np.ndarray  # gray | automatic | truth
     hint_grid: np.ndarray | None  # gray | automatic | 10 hints (marked) | truth
     per_photo: list[tuple[str, float, float]]  # (path, automatic PSNR, gray baseline PSNR)
+    cut_outs: list[bool]  # per photo, as per_photo: whether it is a cut-out (scored on mid-gray)
 
 
 def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> Report:
@@ -233,6 +240,7 @@ def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> Report:
             (path, auto[0], gray[0])
             for path, auto, gray in zip(files, scores["automatic"], scores["gray baseline"], strict=True)
         ],
+        [is_cut_out(path) for path in files],
     )
 
 
@@ -246,7 +254,27 @@ def markdown_table(report: Report, model_path: str) -> str:
     for mode, s in report.modes.items():
         p = "–" if np.isnan(s.psnr) else f"{s.psnr:.2f}"
         lines.append(f"| {mode} | {p} | {s.colourfulness:.1f} | {s.neutral_cast:.1f} |")
-    return "\n".join([*lines, ""])
+    return "\n".join([*lines, *by_kind_table(report), ""])
+
+
+def by_kind_table(report: Report) -> list[str]:
+    """Automatic and gray PSNR on photos and on cut-outs apart, when there are both: half the validation split is
+    cut-outs on mid-gray, where gray scores up to 33 dB, so the mean alone hides which kind a model got better at."""
+    kinds = {
+        "photos": [r for r, cut in zip(report.per_photo, report.cut_outs, strict=True) if not cut],
+        "cut-outs on mid-gray": [r for r, cut in zip(report.per_photo, report.cut_outs, strict=True) if cut],
+    }
+    if not all(kinds.values()):
+        return []
+    lines = [
+        "",
+        "| automatic, by kind | photos | PSNR RGB (dB) ↑ | gray baseline (dB) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for kind, rows in kinds.items():
+        auto, gray = np.mean([r[1] for r in rows]), np.mean([r[2] for r in rows])
+        lines.append(f"| {kind} | {len(rows)} | {auto:.2f} | {gray:.2f} |")
+    return lines
 
 
 def per_photo_csv(report: Report, folder: str) -> str:
