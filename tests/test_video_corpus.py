@@ -236,9 +236,10 @@ def test_a_job_survives_sigkill_and_resumes_from_its_last_checkpoint(tmp_path: P
             for a, b in zip(frames, in_one_go, strict=True)
         ]
         # Usually bit for bit (0.0); a smoother restarted at the checkpoint instead of restored differs by ~1.1 a
-        # frame. Once (2026-12-02, AVX-512 CPU) the chunk after the checkpoint differed by up to 0.13: the batcher
-        # had grouped its frames otherwise, ONNX Runtime rounded a few pixels one level apart, and the smoother
-        # carried that through the chunk. 0.4 allows such rounding and still catches a restarted smoother.
+        # frame. Once (2026-12-02, AVX-512 CPU, CI from a fresh clone) the chunk after the checkpoint differed by
+        # 0.04 to 0.13, growing through the chunk and back to 0.0 at the next one; the cause is not found (another
+        # batch grouping does not change ONNX Runtime's output here). 0.4 lets that through and still catches a
+        # restarted smoother.
         assert max(diff) < 0.4, f"resumed vs in one go, mean |difference| per frame: {diff}"
         # Frames redone: those the first server had coloured past its checkpoint when it was killed. It kept no
         # count (it was killed), but the pipeline bounds it: one chunk at the model, one being decoded.
