@@ -174,15 +174,17 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
 
 
 def test_the_evaluation_scores_photos_and_cut_outs_apart(photo_dir: Path) -> None:
-    assert evaluate.is_cut_out(str(photo_dir / "stamp.png"))
-    assert not evaluate.is_cut_out(str(photo_dir / "sub1" / "p1.png"))
+    assert evaluate.eval_photo(str(photo_dir / "stamp.png"))[1]
+    assert not evaluate.eval_photo(str(photo_dir / "sub1" / "p1.png"))[1]
     blank = np.zeros((8, 8, 3), np.uint8)
-    per_photo = [("a", 20.0, 19.0), ("b", 30.0, 32.0), ("c", 22.0, 21.0)]
-    mixed = evaluate.Report({}, 3, blank, None, per_photo, [False, True, False])
+    scores = [("a", 20.0, 19.0), ("b", 30.0, 32.0), ("c", 22.0, 21.0)]
+    kinds = [False, True, False]
+    per_photo = [evaluate.PhotoScore(*r, cut) for r, cut in zip(scores, kinds, strict=True)]
+    mixed = evaluate.Report({}, 3, blank, None, per_photo)
     table = evaluate.markdown_table(mixed, "m.onnx")
     assert "| photos | 2 | 21.00 | 20.00 |" in table
     assert "| cut-outs on mid-gray | 1 | 30.00 | 32.00 |" in table
-    only_photos = evaluate.Report({}, 3, blank, None, per_photo, [False, False, False])
+    only_photos = evaluate.Report({}, 3, blank, None, [evaluate.PhotoScore(*r, False) for r in scores])
     assert "by kind" not in evaluate.markdown_table(only_photos, "m.onnx")
 
 

@@ -50,6 +50,8 @@ def fit(pred: np.ndarray, truth: np.ndarray, offset: bool = False, form: str = "
     x = pred.transpose(0, 2, 3, 1).reshape(-1, 2).astype(np.float64)
     y = truth.transpose(0, 2, 3, 1).reshape(-1, 2).astype(np.float64)
     if form == "gain":
+        if offset:
+            raise ValueError("a calibration gain goes through the origin: it takes no offset")
         g = float((x * y).sum() / max((x * x).sum(), 1e-12))
         return [g, 0.0, 0.0, g, 0.0, 0.0]
     design = np.hstack([x, np.ones((len(x), 1))]) if offset else x  # (P, 3) or (P, 2)

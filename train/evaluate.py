@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -143,18 +144,17 @@ def gray_baseline(bgr: np.ndarray) -> np.ndarray:
 
 def load_eval_image(path: str) -> np.ndarray:
     """uint8 BGR at 256×256; cut-outs are composited on mid-gray."""
+    return eval_photo(path)[0]
+
+
+def eval_photo(path: str) -> tuple[np.ndarray, bool]:
+    """load_eval_image's photo, and whether it is a cut-out (has transparent pixels), from one read."""
     img = read_bgra(path)
     if img is None:
         raise ValueError(f"cannot read {path}")
     alpha = img[:, :, 3:4].astype(np.float32) / 255
     bgr = (alpha * img[:, :, :3] + (1 - alpha) * 128).astype(np.uint8)
-    return cv2.resize(bgr, (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_AREA)
-
-
-def is_cut_out(path: str) -> bool:
-    """Whether the photo has transparent pixels (load_eval_image composites those on mid-gray)."""
-    img = read_bgra(path)
-    return img is not None and bool((img[:, :, 3] < 255).any())
+    return cv2.resize(bgr, (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_AREA), bool((alpha < 1).any())
 
 
 def mark_hints(bgr: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -180,14 +180,20 @@ def contact_sheet(rows: list[list[np.ndarray]], labels: list[str], thumb: int = 
     return np.vstack([header, grid])
 
 
+class PhotoScore(NamedTuple):
+    path: str
+    automatic: float  # PSNR
+    gray: float  # the gray baseline's PSNR
+    cut_out: bool  # scored composited on mid-gray
+
+
 @dataclass
 class Report:
     modes: dict[str, Scores]  # "automatic", "1 hint", …, "global hint", "gray baseline", "ground truth"
     photos: int
     grid: np.ndarray  # gray | automatic | truth
     hint_grid: np.ndarray | None  # gray | automatic | 10 hints (marked) | truth
-    per_photo: list[tuple[str, float, float]]  # (path, automatic PSNR, gray baseline PSNR)
-    cut_outs: list[bool]  # per photo, as per_photo: whether it is a cut-out (scored on mid-gray)
+    per_photo: list[PhotoScore]
 
 
 def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> Report:
@@ -196,6 +202,7 @@ def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> Report:
     scores: dict[str, list[tuple[float, float, float]]] = {}
     rows: list[list[np.ndarray]] = []
     hint_rows: list[list[np.ndarray]] = []
+    cut_outs: list[bool] = []
 
     def score(mode: str, pred: np.ndarray, truth: np.ndarray) -> None:
         scores.setdefault(mode, []).append(
@@ -203,7 +210,8 @@ def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> Report:
         )
 
     for i, path in enumerate(files):
-        truth = load_eval_image(path)
+        truth, cut_out = eval_photo(path)
+        cut_outs.append(cut_out)
         neutral = chroma(truth) < NEUTRAL_CHROMA  # the same for every mode of this photo
         gray = gray_baseline(truth)
         auto = model(truth)
@@ -237,10 +245,9 @@ def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> Report:
         contact_sheet(rows, ["gray input", "colorizer", "original"]),
         contact_sheet(hint_rows, ["gray input", "automatic", "10 hints", "original"]) if hint_rows else None,
         [
-            (path, auto[0], gray[0])
-            for path, auto, gray in zip(files, scores["automatic"], scores["gray baseline"], strict=True)
+            PhotoScore(path, auto[0], gray[0], cut)
+            for path, auto, gray, cut in zip(files, scores["automatic"], scores["gray baseline"], cut_outs, strict=True)
         ],
-        [is_cut_out(path) for path in files],
     )
 
 
@@ -261,8 +268,8 @@ def by_kind_table(report: Report) -> list[str]:
     """Automatic and gray PSNR on photos and on cut-outs apart, when there are both: half the validation split is
     cut-outs on mid-gray, where gray scores up to 33 dB, so the mean alone hides which kind a model got better at."""
     kinds = {
-        "photos": [r for r, cut in zip(report.per_photo, report.cut_outs, strict=True) if not cut],
-        "cut-outs on mid-gray": [r for r, cut in zip(report.per_photo, report.cut_outs, strict=True) if cut],
+        "photos": [r for r in report.per_photo if not r.cut_out],
+        "cut-outs on mid-gray": [r for r in report.per_photo if r.cut_out],
     }
     if not all(kinds.values()):
         return []
@@ -272,7 +279,7 @@ def by_kind_table(report: Report) -> list[str]:
         "| --- | ---: | ---: | ---: |",
     ]
     for kind, rows in kinds.items():
-        auto, gray = np.mean([r[1] for r in rows]), np.mean([r[2] for r in rows])
+        auto, gray = np.mean([r.automatic for r in rows]), np.mean([r.gray for r in rows])
         lines.append(f"| {kind} | {len(rows)} | {auto:.2f} | {gray:.2f} |")
     return lines
 
@@ -280,7 +287,7 @@ def by_kind_table(report: Report) -> list[str]:
 def per_photo_csv(report: Report, folder: str) -> str:
     """One line per photo, worst against gray first: where the automatic mode wins and loses."""
     lines = ["photo,automatic_psnr,gray_psnr,difference"]
-    for path, auto, gray in sorted(report.per_photo, key=lambda r: r[1] - r[2]):
+    for path, auto, gray, _ in sorted(report.per_photo, key=lambda r: r.automatic - r.gray):
         lines.append(f"{os.path.relpath(path, folder)},{auto:.2f},{gray:.2f},{auto - gray:+.2f}")
     return "\n".join([*lines, ""])
 
