@@ -189,6 +189,27 @@ def test_soft_encoding_and_rebalancing() -> None:
     assert logits.grad is not None
 
 
+@pytest.mark.parametrize(("regression_loss", "expected_a"), [("l1", 40.0), ("l2", 8.0)])
+def test_the_regression_loss_picks_the_median_or_the_mean_of_a_two_coloured_object(
+    regression_loss: str, expected_a: float
+) -> None:
+    """Six pixels in ten are a = +40, four are a = -40: L1 commits to the majority colour, L2 to their mean."""
+    from train.config import TrainConfig
+    from train.model import AB_NORM
+    from train.train import Objective
+
+    target = torch.zeros(1, 2, 1, 10)
+    target[0, 0, 0, :6], target[0, 0, 0, 6:] = 40.0, -40.0
+    guess = torch.zeros(1, 2, 1, 1, requires_grad=True)
+    objective = Objective(TrainConfig(head="combined", regression_loss=regression_loss), None, None)
+    opt = torch.optim.SGD([guess], lr=0.01 if regression_loss == "l1" else 0.05)
+    for _ in range(3000):
+        opt.zero_grad()
+        objective(HeadOutput(logits=None, ab_norm=guess.expand(1, 2, 1, 10)), target).backward()
+        opt.step()
+    assert float(guess[0, 0, 0, 0]) * AB_NORM == pytest.approx(expected_a, abs=1.0)
+
+
 def test_fine_tuning_the_hint_weights_leaves_the_automatic_mode_bit_identical() -> None:
     from train.config import TrainConfig
     from train.finetune_hints import finetune

@@ -24,7 +24,10 @@ class TrainConfig:
     plain_backdrop_share: float = 0.3  # share of cut-outs pasted on a plain neutral backdrop instead of a photo
     cutout_share: float = 0.0  # share of draws that are cut-outs; 0 = as their √pixels weight falls (about 31%)
     head: str = "combined"  # "classification" (Zhang et al. bins), "regression", or "combined" (both, Zhang 2017)
-    regression_weight: float = 10.0  # combined head: loss = CE + this × L1 on ab/110 (colorization-pytorch)
+    regression_weight: float = 10.0  # combined head: loss = CE + this × L1 (or L2) on ab/110 (colorization-pytorch)
+    # The combined head's regression term: "l1" (colorization-pytorch; learns each channel's median, which commits to
+    # one colour of a bimodal object) or "l2" (learns the mean, which PSNR rewards: unsure colour fades toward gray).
+    regression_loss: str = "l1"
     skips: bool = True  # U-Net shortcuts from the encoder into the decoder
     hints: bool = True  # train with sampled local and global colour hints (Zhang et al. 2017)
     hint_adapter: bool = False  # also a second path from the local hints into the encoder (train.model.HintAdapter)
@@ -81,6 +84,8 @@ def parse_config(argv: list[str] | None = None, base: TrainConfig | None = None)
             "--global_extractor inception_resnet_v2 needs --global_weights PATH, a local timm inception_resnet_v2 "
             "checkpoint (e.g. the tf_in1k weights); nothing is downloaded"
         )
+    if cfg.regression_loss not in ("l1", "l2"):
+        parser.error(f"--regression_loss must be l1 or l2, not {cfg.regression_loss!r}")
     if cfg.precision not in ("fp32", "bf16"):
         parser.error(f"--precision must be fp32 or bf16, not {cfg.precision!r}")
     if cfg.hint_adapter and not cfg.hints:

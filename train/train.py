@@ -79,7 +79,8 @@ class Objective:
         if out.ab_norm is not None:
             if self.cfg.head == "regression":
                 return F.smooth_l1_loss(out.ab_norm, ab / AB_NORM, beta=0.05)
-            loss = loss + self.cfg.regression_weight * F.l1_loss(out.ab_norm, ab / AB_NORM)
+            distance = F.mse_loss if self.cfg.regression_loss == "l2" else F.l1_loss
+            loss = loss + self.cfg.regression_weight * distance(out.ab_norm, ab / AB_NORM)
         return loss
 
 
