@@ -207,7 +207,7 @@ def test_the_regression_loss_picks_the_median_or_the_mean_of_a_two_coloured_obje
         opt.zero_grad()
         objective(HeadOutput(logits=None, ab_norm=guess.expand(1, 2, 1, 10)), target).backward()
         opt.step()
-    assert float(guess[0, 0, 0, 0]) * AB_NORM == pytest.approx(expected_a, abs=1.0)
+    assert float(guess.detach()[0, 0, 0, 0]) * AB_NORM == pytest.approx(expected_a, abs=1.0)
 
 
 def test_fine_tuning_the_hint_weights_leaves_the_automatic_mode_bit_identical() -> None:
