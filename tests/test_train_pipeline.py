@@ -223,6 +223,8 @@ def test_unknown_config_key_is_an_error() -> None:
     assert parse_config(["--lr", "0.01", "--resume", "false"]).resume is False
     with pytest.raises(SystemExit):
         parse_config(["--eval_every", "50", "--snapshot_every", "75"])  # snapshots are taken at evaluations
+    with pytest.raises(SystemExit):
+        parse_config(["--head", "regression", "--regression_loss", "l2"])  # only the combined head's term has a choice
 
 
 def test_cut_outs_are_pasted_on_photos_and_sometimes_on_a_plain_gray_backdrop() -> None:

@@ -86,6 +86,8 @@ def parse_config(argv: list[str] | None = None, base: TrainConfig | None = None)
         )
     if cfg.regression_loss not in ("l1", "l2"):
         parser.error(f"--regression_loss must be l1 or l2, not {cfg.regression_loss!r}")
+    if cfg.regression_loss != "l1" and cfg.head != "combined":
+        parser.error("--regression_loss is the combined head's regression term; --head regression trains smooth L1")
     if cfg.precision not in ("fp32", "bf16"):
         parser.error(f"--precision must be fp32 or bf16, not {cfg.precision!r}")
     if cfg.hint_adapter and not cfg.hints:

@@ -68,6 +68,7 @@ class Objective:
 
     def __init__(self, cfg: TrainConfig, centres: torch.Tensor | None, weights: torch.Tensor | None) -> None:
         self.cfg, self.centres, self.weights = cfg, centres, weights
+        self.distance = F.mse_loss if cfg.regression_loss == "l2" else F.l1_loss  # the combined head's regression term
 
     def __call__(self, out: HeadOutput, ab: torch.Tensor) -> torch.Tensor:
         loss = ab.new_zeros(())
@@ -79,8 +80,7 @@ class Objective:
         if out.ab_norm is not None:
             if self.cfg.head == "regression":
                 return F.smooth_l1_loss(out.ab_norm, ab / AB_NORM, beta=0.05)
-            distance = F.mse_loss if self.cfg.regression_loss == "l2" else F.l1_loss
-            loss = loss + self.cfg.regression_weight * distance(out.ab_norm, ab / AB_NORM)
+            loss = loss + self.cfg.regression_weight * self.distance(out.ab_norm, ab / AB_NORM)
         return loss
 
 
