@@ -261,3 +261,26 @@ def test_a_hint_adapter_starts_as_the_model_and_fine_tunes_without_touching_the_
     changed = {k for k, v in grown.state_dict().items() if not torch.equal(v, before_state[k])}
     adapter = {k for k in grown.state_dict() if k.startswith("hint_adapter.")}
     assert changed == adapter | {"encoder.layers.0.0.weight", "global_hint.0.weight"}  # every adapter weight learnt
+
+
+def test_a_warm_start_with_a_trunk_rate_trains_every_weight_and_moves_the_automatic_mode() -> None:
+    from train.config import TrainConfig
+    from train.finetune_hints import finetune, with_adapter
+    from train.train import Objective
+
+    torch.manual_seed(0)
+    model = with_adapter(make("classification", hints=True, skips=True)).eval()
+    lightness = torch.rand(3, 1, 64, 64) * 100
+    with torch.no_grad():
+        auto = model(lightness)
+    before_state = {k: v.clone() for k, v in model.state_dict().items()}
+    objective = Objective(TrainConfig(head="classification", hints=True), CENTRES, torch.ones(len(CENTRES)))
+    batches = [[torch.rand(4, 1, 64, 64) * 100, torch.empty(4, 2, 32, 32).uniform_(-40, 40), *some_hints(4)]] * 3
+    assert finetune(model, objective, batches, lr=1e-2, seconds=600, trunk_lr=1e-3, precision="bf16") == 3
+    with torch.no_grad():
+        assert not torch.allclose(model(lightness), auto)  # the automatic mode trains too
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before_state[k])}
+    parameters = {k for k, p in model.named_parameters()}
+    assert changed == parameters  # BatchNorm statistics, bin centres and calibration stay; every weight moves
+    first = model.state_dict()["encoder.layers.0.0.weight"]
+    assert not torch.equal(first[:, :1], before_state["encoder.layers.0.0.weight"][:, :1])  # L channel included

@@ -1,4 +1,5 @@
-"""Fine-tune only the weights that multiply a hint input, so the automatic mode cannot change.
+"""Fine-tune only the weights that multiply a hint input, so the automatic mode cannot change (or, with
+``--trunk_lr``, the rest of the network too, more slowly: a warm start from a shipped model).
 
 Automatic colour feeds zeros to every hint input, so the first convolution's weights on the three hint channels and
 the global hint's first layer weight never touch it; everything else (and the BatchNorm statistics, held in eval
@@ -11,6 +12,15 @@ global hint on the calibration split).
     python -m train.from_onnx models/colorizer.onnx runs/shipped.pt   # from the shipped file instead
     python -m train.finetune_hints runs/shipped.pt runs/hints/adapter.pt --adapter --minutes 70
 
+With ``--trunk_lr`` every other weight trains as well, at that smaller rate (BatchNorm still frozen, which is
+what lets a model rebuilt by train.from_onnx, its BatchNorms folded, train at all): the automatic mode then moves,
+so its read-out and calibration are chosen again on the calibration split, over the snapshots ``--snapshots``
+keeps. The aim is a network whose encoder learns from the points (as a cycle from scratch with the adapter did,
+models/README.md) while starting from the shipped automatic mode rather than from nothing:
+
+    python -m train.finetune_hints runs/shipped.pt runs/warm/adapter.pt --adapter --trunk_lr 1e-4 \
+        --lr 5e-4 --minutes 100 --precision bf16 --snapshots
+
 The output is a checkpoint like any other: train.choose_readout, train.export and train.evaluate take it.
 """
 
@@ -21,6 +31,7 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable
 
@@ -38,25 +49,41 @@ from train.train import Objective, save_checkpoint
 log = logging.getLogger(__name__)
 
 
-def hint_weights(model: ColorizerNet) -> list[torch.Tensor]:
+def hint_weights(model: ColorizerNet, keep_lightness: bool = True) -> list[torch.Tensor]:
     """Freeze the model except the weights that multiply a hint input (with a hint adapter, all of its weights), and
-    return those. The first convolution's L channel shares its tensor with the hint channels, so a gradient hook keeps
-    that slice's gradient at zero."""
+    return those. The first convolution's L channel shares its tensor with the hint channels, so (unless
+    ``keep_lightness`` is off) a gradient hook keeps that slice's gradient at zero."""
     if not model.args.hints:
         raise SystemExit("this checkpoint takes no hints; there is nothing to fine-tune")
     for p in model.parameters():
         p.requires_grad_(False)
     first = next(m for m in model.encoder.modules() if isinstance(m, nn.Conv2d))  # the encoder's first layer
-    keep_lightness = torch.ones_like(first.weight)
-    keep_lightness[:, :1] = 0  # input channel 0 is L; 1–3 are hint_ab / AB_NORM and hint_mask
+    only_hints = torch.ones_like(first.weight)
+    only_hints[:, :1] = 0  # input channel 0 is L; 1–3 are hint_ab / AB_NORM and hint_mask
     global_in = next(m for m in model.global_hint.modules() if isinstance(m, nn.Linear))  # takes the hint itself
     weights = [first.weight, global_in.weight]
     if hasattr(model, "hint_adapter"):
         weights += list(model.hint_adapter.parameters())
     for w in weights:
         w.requires_grad_(True)
-    first.weight.register_hook(lambda grad: grad * keep_lightness)
+    if keep_lightness:
+        first.weight.register_hook(lambda grad: grad * only_hints)
     return weights
+
+
+def parameter_groups(model: ColorizerNet, lr: float, trunk_lr: float) -> list[dict]:
+    """The optimiser's groups: the hint weights at ``lr``; with ``trunk_lr`` > 0 every other trained weight too, at
+    that rate (a frozen pretrained global extractor stays frozen)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    hints = hint_weights(model, keep_lightness=not trunk_lr)
+    groups = [{"params": hints, "lr": lr, "peak_lr": lr}]
+    if trunk_lr:
+        chosen = {id(w) for w in hints}
+        trunk = [p for p in trainable if id(p) not in chosen]
+        for p in trunk:
+            p.requires_grad_(True)
+        groups.append({"params": trunk, "lr": trunk_lr, "peak_lr": trunk_lr})
+    return groups
 
 
 def finetune(
@@ -67,20 +94,24 @@ def finetune(
     seconds: float,
     save: Callable[[int], None] | None = None,
     save_every: float = 600.0,
+    trunk_lr: float = 0.0,
+    precision: str = "fp32",
 ) -> int:
-    """Adam (no weight decay, which would move the frozen slice) on the hint weights for ``seconds``, its rate
-    decaying from ``lr`` to 0 on a cosine over that time; the number of steps taken. ``save(steps)`` runs every
-    ``save_every`` seconds, so a run that is stopped early still leaves the model it had reached."""
+    """Adam (no weight decay, which would move the frozen slice) on the hint weights for ``seconds`` (and on the rest
+    at ``trunk_lr``, when > 0), each rate decaying to 0 on a cosine over that time; the number of steps taken.
+    ``save(steps)`` runs every ``save_every`` seconds, so a run that is stopped early still leaves the model it had
+    reached. ``precision`` "bf16" runs the forward pass and the loss under bfloat16 autocast (train.config)."""
     model.eval()  # BatchNorm uses its running statistics and leaves them alone
-    opt = torch.optim.Adam(hint_weights(model), lr=lr)
+    opt = torch.optim.Adam(parameter_groups(model, lr, trunk_lr))
     start, step = time.time(), 0
     saved_at = start
     for lightness, ab, *hints in batches:
         if time.time() - start >= seconds:
             break
         for group in opt.param_groups:  # cosine decay over the time budget, so the run ends on a settled step
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (time.time() - start) / seconds))
-        loss = objective(model(lightness, *hints, features_only=True), ab)
+            group["lr"] = group["peak_lr"] * 0.5 * (1 + math.cos(math.pi * (time.time() - start) / seconds))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = objective(model(lightness, *hints, features_only=True), ab)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -114,6 +145,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache_dir", default="", help="decoded-image cache; default: <out's folder>/cache")
     p.add_argument("--seed", type=int, default=777)
     p.add_argument("--adapter", action="store_true", help="add a hint adapter (train.model.HintAdapter), trained too")
+    p.add_argument("--trunk_lr", type=float, default=0.0, help="also train every other weight at this peak rate")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--save_minutes", type=float, default=10.0, help="minutes between saves")
+    p.add_argument("--snapshots", action="store_true", help="keep each save as <out>.step<N>.pt as well")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     model, ckpt = load_model(a.checkpoint)
@@ -133,11 +168,17 @@ def main(argv: list[str] | None = None) -> None:
 
     def save(steps: int) -> None:
         ckpt["model"], ckpt["model_args"] = model.state_dict(), model.args.as_dict()
-        ckpt["extra"] = {**ckpt.get("extra", {}), "finetune_hints": {"from": a.checkpoint, "steps": steps, "lr": a.lr}}
+        extra = {"from": a.checkpoint, "steps": steps, "lr": a.lr, "trunk_lr": a.trunk_lr}
+        ckpt["extra"] = {**ckpt.get("extra", {}), "finetune_hints": extra}
         save_checkpoint(a.out, ckpt)
+        if a.snapshots:
+            shutil.copyfile(a.out, f"{os.path.splitext(a.out)[0]}.step{steps}.pt")
         log.info("%d steps; saved %s", steps, a.out)
 
-    save(finetune(model, objective, batches, a.lr, a.minutes * 60, save))
+    steps = finetune(
+        model, objective, batches, a.lr, a.minutes * 60, save, a.save_minutes * 60, a.trunk_lr, a.precision
+    )
+    save(steps)
 
 
 if __name__ == "__main__":
