@@ -284,3 +284,18 @@ def test_a_warm_start_with_a_trunk_rate_trains_every_weight_and_moves_the_automa
     assert changed == parameters  # BatchNorm statistics, bin centres and calibration stay; every weight moves
     first = model.state_dict()["encoder.layers.0.0.weight"]
     assert not torch.equal(first[:, :1], before_state["encoder.layers.0.0.weight"][:, :1])  # L channel included
+
+
+def test_the_bootstrap_interval_of_a_mean_covers_it_and_narrows_with_more_photos() -> None:
+    from train.interval import mean_interval
+
+    rng = np.random.default_rng(3)
+    few, many = rng.normal(0.2, 1.0, 30), rng.normal(0.2, 1.0, 3000)
+    low, high = mean_interval(few)
+    assert low < few.mean() < high
+    # about ±1.96 σ/√n around the mean: σ/√30 ≈ 0.18, so the interval is 0.6–0.8 dB wide
+    assert 0.55 < high - low < 0.85
+    low_many, high_many = mean_interval(many)
+    assert high_many - low_many < (high - low) / 5  # √100 = 10× narrower, give or take resampling noise
+    assert mean_interval(np.full(12, 1.5)) == (1.5, 1.5)
+    assert mean_interval(few) == (low, high)  # seeded: the same report twice

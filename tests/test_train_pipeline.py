@@ -184,6 +184,9 @@ def test_the_evaluation_scores_photos_and_cut_outs_apart(photo_dir: Path) -> Non
     table = evaluate.markdown_table(mixed, "m.onnx")
     assert "| photos | 2 | 21.00 | 20.00 |" in table
     assert "| cut-outs on mid-gray | 1 | 30.00 | 32.00 |" in table
+    # gains +1, −2, +1: a resample of three −2s comes 1 time in 27 (> 2.5 %) and of three +1s 8 in 27, so the
+    # interval runs from the worst photo to the best
+    assert "Automatic − gray baseline: +0.00 dB over 3 photos, 95 % bootstrap interval -2.00 to +1.00 dB" in table
     only_photos = evaluate.Report({}, 3, blank, None, [evaluate.PhotoScore(*r, False) for r in scores])
     assert "by kind" not in evaluate.markdown_table(only_photos, "m.onnx")
 
