@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -167,9 +168,9 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
     assert ("global hint" in table) == hints
     assert (report / "grid.png").stat().st_size > 1000
     per_photo = (report / "per_photo.csv").read_text().splitlines()
-    assert per_photo[0] == "photo,automatic_psnr,gray_psnr,difference"
+    assert per_photo[0] == "photo,automatic_psnr,gray_psnr,difference,cut_out"
     assert len(per_photo) == 1 + 4
-    differences = [float(line.rsplit(",", 1)[1]) for line in per_photo[1:]]
+    differences = [float(line.split(",")[3]) for line in per_photo[1:]]
     assert differences == sorted(differences)  # worst against gray first
 
 
@@ -189,6 +190,30 @@ def test_the_evaluation_scores_photos_and_cut_outs_apart(photo_dir: Path) -> Non
     assert "Automatic − gray baseline: +0.00 dB over 3 photos, 95 % bootstrap interval -2.00 to +1.00 dB" in table
     only_photos = evaluate.Report({}, 3, blank, None, [evaluate.PhotoScore(*r, False) for r in scores])
     assert "by kind" not in evaluate.markdown_table(only_photos, "m.onnx")
+
+
+def test_two_evaluations_compare_photo_by_photo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from train import compare
+
+    blank = np.zeros((8, 8, 3), np.uint8)
+    folder = str(tmp_path)
+
+    def written(name: str, scores: list[tuple[str, float, bool]]) -> str:
+        rows = [evaluate.PhotoScore(os.path.join(folder, p), auto, 20.0, cut) for p, auto, cut in scores]
+        path = tmp_path / name
+        path.write_text(evaluate.per_photo_csv(evaluate.Report({}, len(rows), blank, None, rows), folder))
+        return str(path)
+
+    before = written("before.csv", [("a.jpg", 20.0, False), ("b.jpg", 22.0, False), ("c.png", 30.0, True)])
+    # the new model gains 1 dB on each photo and loses 3 on the cut-out; "d" is in one file only, so not compared
+    after = written(
+        "after.csv", [("a.jpg", 21.0, False), ("b.jpg", 23.0, False), ("c.png", 27.0, True), ("d.jpg", 9.0, False)]
+    )
+    compare.main([before, after])
+    table = capsys.readouterr().out
+    assert "| photos | 2 | +1.00 | +1.00 to +1.00 |" in table
+    assert "| cut-outs on mid-gray | 1 | -3.00 | -3.00 to -3.00 |" in table
+    assert "| all | 3 | -0.33 | -3.00 to +1.00 |" in table
 
 
 def test_neutral_cast_is_the_chroma_put_where_the_truth_is_neutral() -> None:

@@ -299,9 +299,9 @@ def by_kind_table(report: Report) -> list[str]:
 
 def per_photo_csv(report: Report, folder: str) -> str:
     """One line per photo, worst against gray first: where the automatic mode wins and loses."""
-    lines = ["photo,automatic_psnr,gray_psnr,difference"]
-    for path, auto, gray, _ in sorted(report.per_photo, key=lambda r: r.automatic - r.gray):
-        lines.append(f"{os.path.relpath(path, folder)},{auto:.2f},{gray:.2f},{auto - gray:+.2f}")
+    lines = ["photo,automatic_psnr,gray_psnr,difference,cut_out"]
+    for path, auto, gray, cut_out in sorted(report.per_photo, key=lambda r: r.automatic - r.gray):
+        lines.append(f"{os.path.relpath(path, folder)},{auto:.2f},{gray:.2f},{auto - gray:+.2f},{int(cut_out)}")
     return "\n".join([*lines, ""])
 
 
