@@ -8,7 +8,7 @@ import torch
 
 from train.bins import bins_from_counts, count_ab, rebalance_weights, rebalanced_cross_entropy, soft_encode
 from train.calibrate import apply, fit
-from train.model import ColorizerNet, HeadOutput, ModelArgs, shrink_chroma
+from train.model import IDENTITY_CALIBRATION, ColorizerNet, HeadOutput, ModelArgs, shrink_chroma
 
 CENTRES = torch.tensor([[a, b] for a in range(-40, 50, 10) for b in range(-40, 50, 10)], dtype=torch.float32)
 HEADS = ["classification", "regression", "combined"]
@@ -270,6 +270,8 @@ def test_a_warm_start_with_a_trunk_rate_trains_every_weight_and_moves_the_automa
 
     torch.manual_seed(0)
     model = with_adapter(make("classification", hints=True, skips=True)).eval()
+    model.set_calibration([2.0, -0.1, 1.0, 1.2, 0.0, 0.0])  # as the shipped model's, fitted to its automatic mode
+    model.args.chroma_shrink = 3.0
     lightness = torch.rand(3, 1, 64, 64) * 100
     with torch.no_grad():
         auto = model(lightness)
@@ -281,7 +283,10 @@ def test_a_warm_start_with_a_trunk_rate_trains_every_weight_and_moves_the_automa
         assert not torch.allclose(model(lightness), auto)  # the automatic mode trains too
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before_state[k])}
     parameters = {k for k, p in model.named_parameters()}
-    assert changed == parameters  # BatchNorm statistics, bin centres and calibration stay; every weight moves
+    assert changed == parameters | {"calib_weight"}  # every weight moves; BatchNorm statistics and bins stay
+    # the old automatic mode's corrections are dropped, for train.choose_readout to choose again
+    assert model.args.calibration == IDENTITY_CALIBRATION
+    assert model.args.chroma_shrink == 0.0
     first = model.state_dict()["encoder.layers.0.0.weight"]
     assert not torch.equal(first[:, :1], before_state["encoder.layers.0.0.weight"][:, :1])  # L channel included
 

@@ -43,7 +43,7 @@ from train.bins import rebalance_weights
 from train.config import TrainConfig
 from train.data import RandomCrops, load_cached, split_images
 from train.export import load_model
-from train.model import ColorizerNet
+from train.model import IDENTITY_CALIBRATION, ColorizerNet
 from train.train import Objective, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,9 @@ def finetune(
     ``save(steps)`` runs every ``save_every`` seconds, so a run that is stopped early still leaves the model it had
     reached. ``precision`` "bf16" runs the forward pass and the loss under bfloat16 autocast (train.config)."""
     model.eval()  # BatchNorm uses its running statistics and leaves them alone
+    if trunk_lr:  # the automatic mode will move, so a calibration and shrink fitted to the old one no longer hold:
+        model.set_calibration(IDENTITY_CALIBRATION)  # train.choose_readout chooses them again
+        model.args.chroma_shrink = 0.0
     opt = torch.optim.Adam(parameter_groups(model, lr, trunk_lr))
     start, step = time.time(), 0
     saved_at = start
