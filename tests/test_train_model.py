@@ -265,7 +265,7 @@ def test_a_hint_adapter_starts_as_the_model_and_fine_tunes_without_touching_the_
 
 def test_a_warm_start_with_a_trunk_rate_trains_every_weight_and_moves_the_automatic_mode() -> None:
     from train.config import TrainConfig
-    from train.finetune_hints import finetune, with_adapter
+    from train.finetune_hints import finetune, parameter_groups, with_adapter
     from train.train import Objective
 
     torch.manual_seed(0)
@@ -278,6 +278,17 @@ def test_a_warm_start_with_a_trunk_rate_trains_every_weight_and_moves_the_automa
     before_state = {k: v.clone() for k, v in model.state_dict().items()}
     objective = Objective(TrainConfig(head="classification", hints=True), CENTRES, torch.ones(len(CENTRES)))
     batches = [[torch.rand(4, 1, 64, 64) * 100, torch.empty(4, 2, 32, 32).uniform_(-40, 40), *some_hints(4)]] * 3
+    grouped = with_adapter(make("classification", hints=True, skips=True))
+    names = [
+        {n for n, p in grouped.named_parameters() if any(p is q for q in g["params"])}
+        for g in parameter_groups(grouped, 1e-2, 1e-3)
+    ]
+    assert "encoder.layers.0.0.weight" not in names[0]  # L and the hint channels in one tensor: the trunk's rate
+    assert "encoder.layers.0.0.weight" in names[1]
+    assert "global_hint.0.weight" in names[0]
+    assert {n for n in names[0] if n.startswith("hint_adapter.")} == {
+        n for n, _ in grouped.named_parameters() if n.startswith("hint_adapter.")
+    }
     assert finetune(model, objective, batches, lr=1e-2, seconds=600, trunk_lr=1e-3, precision="bf16") == 3
     with torch.no_grad():
         assert not torch.allclose(model(lightness), auto)  # the automatic mode trains too

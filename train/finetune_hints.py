@@ -57,7 +57,7 @@ def hint_weights(model: ColorizerNet, keep_lightness: bool = True) -> list[torch
         raise SystemExit("this checkpoint takes no hints; there is nothing to fine-tune")
     for p in model.parameters():
         p.requires_grad_(False)
-    first = next(m for m in model.encoder.modules() if isinstance(m, nn.Conv2d))  # the encoder's first layer
+    first = first_convolution(model)
     only_hints = torch.ones_like(first.weight)
     only_hints[:, :1] = 0  # input channel 0 is L; 1–3 are hint_ab / AB_NORM and hint_mask
     global_in = next(m for m in model.global_hint.modules() if isinstance(m, nn.Linear))  # takes the hint itself
@@ -71,19 +71,28 @@ def hint_weights(model: ColorizerNet, keep_lightness: bool = True) -> list[torch
     return weights
 
 
+def first_convolution(model: ColorizerNet) -> nn.Conv2d:
+    """The encoder's first layer, whose input channels are L and the three local-hint channels."""
+    return next(m for m in model.encoder.modules() if isinstance(m, nn.Conv2d))
+
+
 def parameter_groups(model: ColorizerNet, lr: float, trunk_lr: float) -> list[dict]:
     """The optimiser's groups: the hint weights at ``lr``; with ``trunk_lr`` > 0 every other trained weight too, at
-    that rate (a frozen pretrained global extractor stays frozen)."""
+    that rate (a frozen pretrained global extractor stays frozen). The first convolution then trains at the trunk's
+    rate, hint channels included: its L channel shares their tensor, the most sensitive weights of the network, and
+    Adam normalises each element's step, so scaling that slice's gradient could not slow it down. The adapter
+    carries the points at the fast rate."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     hints = hint_weights(model, keep_lightness=not trunk_lr)
-    groups = [{"params": hints, "lr": lr, "peak_lr": lr}]
-    if trunk_lr:
-        chosen = {id(w) for w in hints}
-        trunk = [p for p in trainable if id(p) not in chosen]
-        for p in trunk:
-            p.requires_grad_(True)
-        groups.append({"params": trunk, "lr": trunk_lr, "peak_lr": trunk_lr})
-    return groups
+    if not trunk_lr:
+        return [{"params": hints, "lr": lr, "peak_lr": lr}]
+    first = first_convolution(model).weight
+    fast = [w for w in hints if w is not first]
+    chosen = {id(w) for w in fast}
+    trunk = [p for p in trainable if id(p) not in chosen]
+    for p in trunk:
+        p.requires_grad_(True)
+    return [{"params": fast, "lr": lr, "peak_lr": lr}, {"params": trunk, "lr": trunk_lr, "peak_lr": trunk_lr}]
 
 
 def finetune(
@@ -150,6 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--adapter", action="store_true", help="add a hint adapter (train.model.HintAdapter), trained too")
     p.add_argument("--trunk_lr", type=float, default=0.0, help="also train every other weight at this peak rate")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument(
+        "--plain_backdrop_share", type=float, default=-1.0, help="cut-outs on plain gray; default: the checkpoint's"
+    )
     p.add_argument("--save_minutes", type=float, default=10.0, help="minutes between saves")
     p.add_argument("--snapshots", action="store_true", help="keep each save as <out>.step<N>.pt as well")
     a = p.parse_args(argv)
@@ -159,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         model = with_adapter(model)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in known})
+    if a.plain_backdrop_share >= 0:  # a checkpoint rebuilt by train.from_onnx does not know its run's share
+        cfg.plain_backdrop_share = a.plain_backdrop_share
     centres, prior = ckpt["bins"]["centres"], ckpt["bins"]["prior"]
     weights = rebalance_weights(centres, prior, cfg.rebalance_lambda, cfg.soft_sigma)
     objective = Objective(cfg, torch.from_numpy(centres), torch.from_numpy(weights))
