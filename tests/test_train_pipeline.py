@@ -15,6 +15,7 @@ import torch
 from tests.conftest import photo_like
 from train import choose_point_sigmas, choose_readout, evaluate, export
 from train.config import parse_config
+from train.ema import WeightAverage
 from train.train import train
 
 
@@ -340,3 +341,48 @@ def test_bf16_precision_trains_under_autocast(photo_dir: Path, tmp_path: Path) -
     assert len(changed) > len(fp32) // 4
     with pytest.raises(SystemExit):
         parse_config(["--precision", "fp16"])
+
+
+def test_the_weight_average_follows_the_weights_by_its_decay() -> None:
+    conv, norm = torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2)
+    model = torch.nn.Sequential(conv, norm)
+    average = WeightAverage(model, decay=0.9)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        conv.weight.add_(1.0)
+        norm.running_mean.fill_(2.0)
+        norm.num_batches_tracked.fill_(7)
+    average.update(model, step=1000)  # past the warm-up: the decay itself
+    state = average.state_dict()
+    assert torch.allclose(state["0.weight"], start["0.weight"] + 0.1)  # 0.9 x old + 0.1 x new
+    assert torch.allclose(state["1.running_mean"], torch.full((2,), 0.2))  # BatchNorm's statistics are averaged too
+    assert int(state["1.num_batches_tracked"]) == 7  # counters are copied, not averaged
+    assert average.rate(0) < 0.2 < average.rate(20) < 0.9 == average.rate(10_000)  # the start is soon forgotten
+
+
+@pytest.mark.slow
+def test_a_run_with_a_weight_average_writes_it_as_a_model_and_resumes_it(photo_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    common = ["--data_dir", str(photo_dir), "--out_dir", str(out), "--crop_size", "64", "--width", "8"]
+    common += ["--batch_size", "4", "--eval_every", "1", "--snapshot_every", "1", "--workers", "0"]
+    common += ["--val_fraction", "0.2", "--calib_fraction", "0.3", "--warmup_steps", "1", "--ema_decay", "0.5"]
+    last = train(parse_config([*common, "--max_steps", "2"]))
+    saved = torch.load(last, weights_only=False)
+    averaged = torch.load(out / "ema.pt", weights_only=False)
+    assert "optimizer" not in averaged
+    assert averaged["step"] == 2
+    for key, value in saved["ema"].items():
+        assert torch.equal(averaged["model"][key], value)  # ema.pt is the average last.pt carries
+    moved = [k for k, v in averaged["model"].items() if v.is_floating_point() and not torch.equal(v, saved["model"][k])]
+    assert moved  # the average lags the weights
+    before = torch.load(out / "ema_step1.pt", weights_only=False)["model"]
+    keep = WeightAverage(model=torch.nn.Identity(), decay=0.5).rate(2)
+    for key, value in before.items():  # each step moves the average toward the weights by the step's rate
+        if value.is_floating_point():
+            assert torch.allclose(averaged["model"][key], value.lerp(saved["model"][key], 1 - keep), atol=1e-6)
+    model, _ = export.load_model(str(out / "ema.pt"))  # a model like any other checkpoint
+    assert torch.equal(model.state_dict()[moved[0]], averaged["model"][moved[0]])
+    train(parse_config([*common, "--max_steps", "2"]))  # resumes at its end: no step, one more checkpoint
+    resumed = torch.load(last, weights_only=False)
+    for key, value in saved["ema"].items():
+        assert torch.equal(resumed["ema"][key], value)  # the average resumed, not restarted from the weights

@@ -50,6 +50,10 @@ class TrainConfig:
     # middle can beat its end on the calibration split (2.3.0 shipped step 3,050 of a cycle that ended at 4,639),
     # and train.choose_readout picks among checkpoints.
     snapshot_every: int = 0
+    # > 0: also keep an exponential moving average of the weights (train/ema.py) with this decay, written beside each
+    # checkpoint as ema.pt (and each snapshot as ema_step<N>.pt): a checkpoint whose "model" is the average, which
+    # train.choose_readout and train.export take like any other. 0.999 averages over about the last 1,000 steps.
+    ema_decay: float = 0.0
     workers: int = 1  # data-loader processes (crops are cheap once cached)
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     # "bf16": the forward pass and loss run under torch.autocast in bfloat16 (weights, optimiser and validation stay
@@ -94,6 +98,8 @@ def parse_config(argv: list[str] | None = None, base: TrainConfig | None = None)
         parser.error("--hint_adapter needs --hints true: it is a path for the hints")
     if cfg.snapshot_every % cfg.eval_every:
         parser.error(f"--snapshot_every must be a multiple of --eval_every ({cfg.eval_every}): {cfg.snapshot_every}")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        parser.error(f"--ema_decay must lie in [0, 1), not {cfg.ema_decay}")
     if cfg.crop_size % 8:
         parser.error(f"--crop_size must be a multiple of 8 (the encoder strides by 8), not {cfg.crop_size}")
     return cfg

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from train.bins import bins_from_counts, count_ab, rebalance_weights, rebalanced_cross_entropy, soft_encode
 from train.config import TrainConfig, parse_config
 from train.data import RandomCrops, load_cached, split_images, validation_batch
+from train.ema import WeightAverage
 from train.lab import bgr_to_lab
 from train.model import AB_NORM, ColorizerNet, HeadOutput, ModelArgs
 
@@ -170,9 +171,12 @@ def train(cfg: TrainConfig) -> str:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, elapsed_before = 0, 0.0
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     if resume is not None:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
+        if average is not None:  # a run that starts averaging on resume starts from the weights it resumes
+            average.load_state_dict(resume.get("ema", resume["model"]))
         step, elapsed_before = resume["step"], resume.get("train_seconds", 0.0)
         log.info("resumed from %s at step %d", ckpt_path, step)
     net: torch.nn.Module = DistributedDataParallel(model) if distributed else model
@@ -194,20 +198,27 @@ def train(cfg: TrainConfig) -> str:
     )
     val_l, val_ab = validation_batch(val_images, cfg.crop_size) if val_images else (None, None)
 
-    def checkpoint() -> None:
-        save_checkpoint(
-            ckpt_path,
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "model_args": args.as_dict(),
-                "config": dataclasses.asdict(cfg),
-                "bins": {"centres": centres, "prior": prior},
-                "train_seconds": elapsed_before + time.time() - start,
-                "val_files": val_files,
-            },
-        )
+    def checkpoint(snapshot: bool = False) -> None:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "model_args": args.as_dict(),
+            "config": dataclasses.asdict(cfg),
+            "bins": {"centres": centres, "prior": prior},
+            "train_seconds": elapsed_before + time.time() - start,
+            "val_files": val_files,
+        }
+        if average is not None:
+            state["ema"] = average.state_dict()
+        save_checkpoint(ckpt_path, state)
+        if snapshot:
+            shutil.copyfile(ckpt_path, os.path.join(cfg.out_dir, f"step{step}.pt"))
+        if average is not None:  # the average as a model of its own; not resumable (no optimiser), so not last.pt
+            averaged = {k: v for k, v in state.items() if k not in ("optimizer", "ema")} | {"model": average.state}
+            save_checkpoint(os.path.join(cfg.out_dir, "ema.pt"), averaged)
+            if snapshot:
+                shutil.copyfile(os.path.join(cfg.out_dir, "ema.pt"), os.path.join(cfg.out_dir, f"ema_step{step}.pt"))
 
     start = time.time()
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not is_main, dynamic_ncols=True)
@@ -225,6 +236,8 @@ def train(cfg: TrainConfig) -> str:
         loss.backward()
         opt.step()
         step += 1
+        if average is not None:
+            average.update(model, step)
         seen += lightness.shape[0]
         if is_main:
             rate = seen / max(1e-9, time.time() - t_window)
@@ -232,9 +245,7 @@ def train(cfg: TrainConfig) -> str:
             bar.update(1)
         if step % cfg.eval_every == 0 and is_main:
             val_loss = evaluate_loss(model, objective, val_l, val_ab, device)
-            checkpoint()
-            if cfg.snapshot_every and step % cfg.snapshot_every == 0:
-                shutil.copyfile(ckpt_path, os.path.join(cfg.out_dir, f"step{step}.pt"))
+            checkpoint(snapshot=bool(cfg.snapshot_every) and step % cfg.snapshot_every == 0)
             record = {
                 "step": step,
                 "loss": loss.item(),
