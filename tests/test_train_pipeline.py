@@ -157,9 +157,9 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         assert {c.checkpoint for c in choices + earlier} == {ckpt, snapshot}
 
     if hints:  # the point follow-up's sigmas, swept on the calibration split
-        best = choose_point_sigmas.main([str(onnx_path), str(photo_dir)])
-        assert best[0] in choose_point_sigmas.SPATIAL
-        assert best[1] in choose_point_sigmas.LIGHTNESS
+        sigmas = choose_point_sigmas.main([str(onnx_path), str(photo_dir)])
+        assert sigmas[0] in choose_point_sigmas.SPATIAL
+        assert sigmas[1] in choose_point_sigmas.LIGHTNESS
 
     report = tmp_path / "eval"
     evaluate.main([str(onnx_path), str(photo_dir), "--out", str(report), "--limit", "4"])
@@ -350,8 +350,9 @@ def test_the_weight_average_follows_the_weights_by_its_decay() -> None:
     start = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         conv.weight.add_(1.0)
-        norm.running_mean.fill_(2.0)
-        norm.num_batches_tracked.fill_(7)
+        buffers = dict(norm.named_buffers())  # typed Tensor | None as attributes
+        buffers["running_mean"].fill_(2.0)
+        buffers["num_batches_tracked"].fill_(7)
     average.update(model, step=1000)  # past the warm-up: the decay itself
     state = average.state_dict()
     assert torch.allclose(state["0.weight"], start["0.weight"] + 0.1)  # 0.9 x old + 0.1 x new
