@@ -16,7 +16,7 @@ class WeightAverage:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"the average's decay must lie in (0, 1), not {decay}")
         self.decay = decay
-        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.load_state_dict(model.state_dict())
 
     def rate(self, step: int) -> float:
         """The decay at a step: smaller at first, so the average does not keep the random start for long."""
@@ -35,4 +35,4 @@ class WeightAverage:
         return self.state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.state = {k: v.detach().clone() for k, v in state.items()}
+        self.state: dict[str, torch.Tensor] = {k: v.detach().clone() for k, v in state.items()}

@@ -212,13 +212,16 @@ def train(cfg: TrainConfig) -> str:
         if average is not None:
             state["ema"] = average.state_dict()
         save_checkpoint(ckpt_path, state)
-        if snapshot:
-            shutil.copyfile(ckpt_path, os.path.join(cfg.out_dir, f"step{step}.pt"))
+        snapshots = {ckpt_path: f"step{step}.pt"}
         if average is not None:  # the average as a model of its own; not resumable (no optimiser), so not last.pt
-            averaged = {k: v for k, v in state.items() if k not in ("optimizer", "ema")} | {"model": average.state}
-            save_checkpoint(os.path.join(cfg.out_dir, "ema.pt"), averaged)
-            if snapshot:
-                shutil.copyfile(os.path.join(cfg.out_dir, "ema.pt"), os.path.join(cfg.out_dir, f"ema_step{step}.pt"))
+            ema_path = os.path.join(cfg.out_dir, "ema.pt")
+            save_checkpoint(
+                ema_path, {k: v for k, v in state.items() if k not in ("optimizer", "ema")} | {"model": state["ema"]}
+            )
+            snapshots[ema_path] = f"ema_step{step}.pt"
+        if snapshot:
+            for path, name in snapshots.items():
+                shutil.copyfile(path, os.path.join(cfg.out_dir, name))
 
     start = time.time()
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not is_main, dynamic_ncols=True)
