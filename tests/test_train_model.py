@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -300,6 +302,33 @@ def test_a_warm_start_with_a_trunk_rate_trains_every_weight_and_moves_the_automa
     assert model.args.chroma_shrink == 0.0
     first = model.state_dict()["encoder.layers.0.0.weight"]
     assert not torch.equal(first[:, :1], before_state["encoder.layers.0.0.weight"][:, :1])  # L channel included
+
+
+def test_an_anchor_holds_the_automatic_mode_near_its_start_while_the_trunk_learns_from_hints() -> None:
+    from train.config import TrainConfig
+    from train.finetune_hints import finetune, with_adapter
+    from train.train import Objective
+
+    torch.manual_seed(0)
+    start = with_adapter(make("combined", hints=True, skips=True)).eval()
+    lightness = torch.rand(3, 1, 64, 64) * 100
+    hints = some_hints(3)
+    with torch.no_grad():
+        auto, guided = start(lightness), start(lightness, *hints)
+    objective = Objective(TrainConfig(head="combined", hints=True), CENTRES, torch.ones(len(CENTRES)))
+    batches = [[torch.rand(4, 1, 64, 64) * 100, torch.empty(4, 2, 32, 32).uniform_(-40, 40), *some_hints(4)]] * 6
+
+    def drift(anchor: float) -> tuple[float, float]:
+        """(how far the automatic output moved, how far the guided one moved), mean |Δab|, after fine-tuning."""
+        model = copy.deepcopy(start)
+        assert finetune(model, objective, batches, lr=1e-2, seconds=600, trunk_lr=3e-3, anchor=anchor) == 6
+        with torch.no_grad():
+            moved_auto = (model(lightness) - auto).abs().mean().item()
+            return moved_auto, (model(lightness, *hints) - guided).abs().mean().item()
+
+    free, held = drift(0.0), drift(20.0)
+    assert held[0] < free[0] / 2  # the automatic mode stays much closer to where it started
+    assert held[1] > 0.1  # while the guided colour still learns (the trunk and the hint path both train)
 
 
 def test_the_bootstrap_interval_of_a_mean_covers_it_and_narrows_with_more_photos() -> None:

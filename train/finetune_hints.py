@@ -24,12 +24,22 @@ models/README.md) while starting from the shipped automatic mode rather than fro
 Tried from 2.4.0 on our 608 photos, every snapshot of that run lost automatic PSNR on the calibration split
 (models/README.md, "A warm start from 2.4.0"): the trunk grows more confident, not more right.
 
+``--anchor W`` holds the automatic mode where it started while the trunk trains ("learning without forgetting", Li &
+Hoiem 2016): each step also runs half the batch with no hints through the model and through a frozen copy of the
+starting one, and adds W × (KL between their bin distributions + regression_weight × L1 between their regression
+outputs) to the loss. The encoder can then keep learning from the points (which a main run's guided colour keeps
+gaining from after its automatic colour has peaked, models/README.md) without the automatic colour drifting:
+
+    python -m train.finetune_hints runs/v14/ema_step2500.pt runs/v15/anchored.pt --trunk_lr 3e-4 --lr 1e-3 \
+        --anchor 1 --minutes 65 --precision bf16 --snapshots
+
 The output is a checkpoint like any other: train.choose_readout, train.export and train.evaluate take it.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import logging
 import math
@@ -39,6 +49,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -46,7 +57,7 @@ from train.bins import rebalance_weights
 from train.config import TrainConfig
 from train.data import RandomCrops, load_cached, split_images
 from train.export import load_model
-from train.model import IDENTITY_CALIBRATION, ColorizerNet
+from train.model import IDENTITY_CALIBRATION, ColorizerNet, HeadOutput
 from train.train import Objective, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -98,6 +109,25 @@ def parameter_groups(model: ColorizerNet, lr: float, trunk_lr: float) -> list[di
     return [{"params": fast, "lr": lr, "peak_lr": lr}, {"params": trunk, "lr": trunk_lr, "peak_lr": trunk_lr}]
 
 
+def anchor_loss(student: HeadOutput, teacher: HeadOutput, regression_weight: float) -> torch.Tensor:
+    """How far the student's head outputs are from the teacher's: KL(teacher ‖ student) over the bins per pixel, plus
+    ``regression_weight`` × L1 between the regression outputs (the combined head's own balance of its two terms), so
+    whichever read-out is chosen later stays where the teacher had it."""
+    terms = []
+    if student.logits is not None and teacher.logits is not None:
+        s, t = F.log_softmax(student.logits.float(), 1), F.log_softmax(teacher.logits.float(), 1)
+        terms.append(F.kl_div(s, t, log_target=True, reduction="none").sum(1).mean())
+    if student.ab_norm is not None and teacher.ab_norm is not None:
+        terms.append(regression_weight * F.l1_loss(student.ab_norm.float(), teacher.ab_norm.float()))
+    return torch.stack(terms).sum()
+
+
+def automatic_half(lightness: torch.Tensor, hints: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The first half of a batch (at least one image) with every hint input zero: the automatic mode's inputs."""
+    n = max(1, len(lightness) // 2)
+    return lightness[:n], [torch.zeros_like(h[:n]) for h in hints]
+
+
 def finetune(
     model: ColorizerNet,
     objective: Objective,
@@ -108,15 +138,21 @@ def finetune(
     save_every: float = 600.0,
     trunk_lr: float = 0.0,
     precision: str = "fp32",
+    anchor: float = 0.0,
 ) -> int:
     """Adam (no weight decay, which would move the frozen slice) on the hint weights for ``seconds`` (and on the rest
     at ``trunk_lr``, when > 0), each rate decaying to 0 on a cosine over that time; the number of steps taken.
     ``save(steps)`` runs every ``save_every`` seconds, so a run that is stopped early still leaves the model it had
-    reached. ``precision`` "bf16" runs the forward pass and the loss under bfloat16 autocast (train.config)."""
+    reached. ``precision`` "bf16" runs the forward pass and the loss under bfloat16 autocast (train.config).
+    ``anchor`` > 0 (with ``trunk_lr``) adds that weight × anchor_loss between the automatic mode and the starting
+    model's, on half of each batch."""
     model.eval()  # BatchNorm uses its running statistics and leaves them alone
     if trunk_lr:  # the automatic mode will move, so a calibration and shrink fitted to the old one no longer hold:
         model.set_calibration(IDENTITY_CALIBRATION)  # train.choose_readout chooses them again
         model.args.chroma_shrink = 0.0
+    teacher = None
+    if anchor and trunk_lr:  # a frozen copy of where the automatic mode started
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.Adam(parameter_groups(model, lr, trunk_lr))
     start, step = time.time(), 0
     saved_at = start
@@ -127,12 +163,20 @@ def finetune(
             group["lr"] = group["peak_lr"] * 0.5 * (1 + math.cos(math.pi * (time.time() - start) / seconds))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = objective(model(lightness, *hints, features_only=True), ab)
+            held = torch.zeros(())
+            if teacher is not None:
+                alone, none = automatic_half(lightness, hints)
+                with torch.no_grad():
+                    target = teacher(alone, *none, features_only=True)
+                held = anchor_loss(model(alone, *none, features_only=True), target, objective.cfg.regression_weight)
+                loss = loss + anchor * held
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
         if step % 25 == 0:
-            log.info("step %d, loss %.4f, %.2f s/step", step, loss.item(), (time.time() - start) / step)
+            took = (time.time() - start) / step
+            log.info("step %d, loss %.4f (anchor term %.4f), %.2f s/step", step, loss.item(), held.item(), took)
         if save is not None and time.time() - saved_at >= save_every:
             save(step)
             saved_at = time.time()
@@ -161,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=777)
     p.add_argument("--adapter", action="store_true", help="add a hint adapter (train.model.HintAdapter), trained too")
     p.add_argument("--trunk_lr", type=float, default=0.0, help="also train every other weight at this peak rate")
+    p.add_argument(
+        "--anchor", type=float, default=0.0, help="with --trunk_lr: hold the automatic mode to the start's, this much"
+    )
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument(
         "--plain_backdrop_share", type=float, default=-1.0, help="cut-outs on plain gray; default: the checkpoint's"
@@ -168,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--save_minutes", type=float, default=10.0, help="minutes between saves")
     p.add_argument("--snapshots", action="store_true", help="keep each save as <out>.step<N>.pt as well")
     a = p.parse_args(argv)
+    if a.anchor and not a.trunk_lr:
+        p.error("--anchor needs --trunk_lr: without it the automatic mode cannot move")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     model, ckpt = load_model(a.checkpoint)
     if a.adapter:
@@ -188,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def save(steps: int) -> None:
         ckpt["model"], ckpt["model_args"] = model.state_dict(), model.args.as_dict()
-        extra = {"from": a.checkpoint, "steps": steps, "lr": a.lr, "trunk_lr": a.trunk_lr}
+        extra = {"from": a.checkpoint, "steps": steps, "lr": a.lr, "trunk_lr": a.trunk_lr, "anchor": a.anchor}
         ckpt["extra"] = {**ckpt.get("extra", {}), "finetune_hints": extra}
         save_checkpoint(a.out, ckpt)
         if a.snapshots:
@@ -196,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         log.info("%d steps; saved %s", steps, a.out)
 
     steps = finetune(
-        model, objective, batches, a.lr, a.minutes * 60, save, a.save_minutes * 60, a.trunk_lr, a.precision
+        model, objective, batches, a.lr, a.minutes * 60, save, a.save_minutes * 60, a.trunk_lr, a.precision, a.anchor
     )
     save(steps)
 
