@@ -31,7 +31,10 @@ outputs) to the loss. The encoder can then keep learning from the points (which 
 gaining from after its automatic colour has peaked, models/README.md) without the automatic colour drifting:
 
     python -m train.finetune_hints runs/v14/ema_step2500.pt runs/v15/anchored.pt --trunk_lr 3e-4 --lr 1e-3 \
-        --anchor 1 --minutes 65 --precision bf16 --snapshots
+        --anchor 1 --minutes 85 --precision bf16 --snapshots
+
+Tried from the eleventh cycle's peak (models/README.md, "An anchored fine-tune"): the automatic colour held on the
+calibration split at trunk rates 3e-4 and 1e-3, and at 1e-3 the points cleared +3 dB on validation.
 
 The output is a checkpoint like any other: train.choose_readout, train.export and train.evaluate take it.
 """
