@@ -125,12 +125,6 @@ def anchor_loss(student: HeadOutput, teacher: HeadOutput, regression_weight: flo
     return torch.stack(terms).sum()
 
 
-def automatic_half(lightness: torch.Tensor, hints: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The first half of a batch (at least one image) with every hint input zero: the automatic mode's inputs."""
-    n = max(1, len(lightness) // 2)
-    return lightness[:n], [torch.zeros_like(h[:n]) for h in hints]
-
-
 def finetune(
     model: ColorizerNet,
     objective: Objective,
@@ -168,10 +162,10 @@ def finetune(
             loss = objective(model(lightness, *hints, features_only=True), ab)
             held = torch.zeros(())
             if teacher is not None:
-                alone, none = automatic_half(lightness, hints)
+                alone = lightness[: max(1, len(lightness) // 2)]  # no hints given: the model fills in zeros
                 with torch.no_grad():
-                    target = teacher(alone, *none, features_only=True)
-                held = anchor_loss(model(alone, *none, features_only=True), target, objective.cfg.regression_weight)
+                    target = teacher(alone, features_only=True)
+                held = anchor_loss(model(alone, features_only=True), target, objective.cfg.regression_weight)
                 loss = loss + anchor * held
         opt.zero_grad(set_to_none=True)
         loss.backward()
