@@ -143,6 +143,18 @@ class HeldUpload:
         self.sock.sendall(request[:-1])
         self.last = request[-1:]
 
+    def received(self) -> bool:
+        """The server has read all that was sent: its end of the connection has nothing left in the kernel's receive
+        queue, so uvicorn has parsed the headers and the request is in its hands (in flight, as a drain sees it).
+        Read from /proc/net/tcp: a sent request may still sit unread while the server is busy, or not yet accepted."""
+        server_port = self.sock.getpeername()[1]
+        client_port = self.sock.getsockname()[1]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            _, local, remote, _, queues, *_ = line.split()
+            if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
+                return int(queues.split(":")[1], 16) == 0
+        return False
+
     def release(self) -> None:
         self.sock.sendall(self.last)
 

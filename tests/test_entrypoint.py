@@ -61,6 +61,7 @@ def test_colorizer_serve_takes_host_port_and_drain_timeout_from_the_environment(
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)  # bound to the host asked for, not all
 
         (held,) = hold_uploads(url, [gray_png(64, 64)])  # never released: in flight until the drain gives up
+        wait_until(held.received, 60, "the held request read by the server")  # else uvicorn closes it as idle
         process.send_signal(signal.SIGTERM)
         process.wait(60)
         held.sock.close()
@@ -99,6 +100,7 @@ def test_a_drain_delay_answers_readyz_503_while_serving_on_then_drains_what_it_a
     try:
         wait_until(lambda: readyz() == 200, 90, "colorizer serve ready")
         early, late = hold_uploads(url, [gray_png(64, 64), gray_png(48, 64)])  # in flight across the signals
+        wait_until(lambda: early.received() and late.received(), 60, "both held requests read by the server")
         process.send_signal(signal.SIGTERM)
         wait_until(lambda: readyz() == 503, 60, "/readyz 503 after SIGTERM")
         assert httpx.get(url + "/readyz", timeout=10).json()["code"] == "draining"
