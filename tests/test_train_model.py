@@ -331,6 +331,35 @@ def test_an_anchor_holds_the_automatic_mode_near_its_start_while_the_trunk_learn
     assert held[1] > 0.1  # while the guided colour still learns (the trunk and the hint path both train)
 
 
+def test_anchor_to_pulls_the_automatic_colour_towards_another_models_calibrated_output() -> None:
+    """The other model's colour as it is served (here its calibration adds a strong red cast, a +25 on a) is the
+    target of the anchor term: the student's automatic colour moves to it, far closer than without the anchor."""
+    from train.config import TrainConfig
+    from train.finetune_hints import finetune
+    from train.train import Objective
+
+    torch.manual_seed(1)
+    start = make("combined", hints=True, skips=True).eval()
+    followed = make("combined", hints=True, skips=True).eval()
+    followed.set_calibration([1.0, 0.0, 0.0, 1.0, 25.0, 0.0])
+    lightness = torch.rand(3, 1, 64, 64) * 100
+    with torch.no_grad():
+        target = followed(lightness)
+    objective = Objective(TrainConfig(head="combined", hints=True), CENTRES, torch.ones(len(CENTRES)))
+    batches = [[torch.rand(4, 1, 64, 64) * 100, torch.empty(4, 2, 32, 32).uniform_(-40, 40), *some_hints(4)]] * 30
+
+    def distance(anchor: float) -> float:
+        """Mean |Δab| between the fine-tuned automatic colour and the followed model's."""
+        model = copy.deepcopy(start)
+        assert finetune(model, objective, batches, 1e-2, 600, trunk_lr=3e-3, anchor=anchor, anchor_to=followed) == 30
+        with torch.no_grad():
+            return (model(lightness) - target).abs().mean().item()
+
+    free, pulled = distance(0.0), distance(20.0)
+    assert pulled < free / 2, (pulled, free)
+    assert followed.args.calibration[4] == 25.0  # the followed model is left as it was (not reset like the student)
+
+
 def test_the_bootstrap_interval_of_a_mean_covers_it_and_narrows_with_more_photos() -> None:
     from train.interval import mean_interval
 

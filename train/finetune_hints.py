@@ -36,6 +36,16 @@ gaining from after its automatic colour has peaked, models/README.md) without th
 Tried from the eleventh cycle's peak (models/README.md, "An anchored fine-tune"): the automatic colour held on the
 calibration split at trunk rates 3e-4 and 1e-3, and at 1e-3 the points cleared +3 dB on validation.
 
+``--anchor_to CHECKPOINT`` pulls the automatic mode towards another model's colour instead of holding it where it
+started: the anchor term is then the training loss itself (the objective, bins and regression) with that model's
+decoded automatic output (its read-out, calibration and chroma shrink included) standing in for the truth. A trunk
+that has learnt from the points can so take on the shipped model's automatic colour, neutral surfaces and all
+(``train.from_onnx`` rebuilds the shipped file as a checkpoint):
+
+    python -m train.from_onnx models/colorizer.onnx runs/shipped.pt
+    python -m train.finetune_hints runs/v16/anchored.pt runs/v18/distilled.pt --trunk_lr 3e-4 --lr 1e-3 \
+        --anchor 1 --anchor_to runs/shipped.pt --minutes 80 --precision bf16 --snapshots
+
 The output is a checkpoint like any other: train.choose_readout, train.export and train.evaluate take it.
 """
 
@@ -136,20 +146,22 @@ def finetune(
     trunk_lr: float = 0.0,
     precision: str = "fp32",
     anchor: float = 0.0,
+    anchor_to: ColorizerNet | None = None,
 ) -> int:
     """Adam (no weight decay, which would move the frozen slice) on the hint weights for ``seconds`` (and on the rest
     at ``trunk_lr``, when > 0), each rate decaying to 0 on a cosine over that time; the number of steps taken.
     ``save(steps)`` runs every ``save_every`` seconds, so a run that is stopped early still leaves the model it had
     reached. ``precision`` "bf16" runs the forward pass and the loss under bfloat16 autocast (train.config).
     ``anchor`` > 0 (with ``trunk_lr``) adds that weight × anchor_loss between the automatic mode and the starting
-    model's, on half of each batch."""
+    model's, on half of each batch; with ``anchor_to``, that weight × the objective between the automatic mode and
+    ``anchor_to``'s decoded automatic colour."""
     model.eval()  # BatchNorm uses its running statistics and leaves them alone
     if trunk_lr:  # the automatic mode will move, so a calibration and shrink fitted to the old one no longer hold:
         model.set_calibration(IDENTITY_CALIBRATION)  # train.choose_readout chooses them again
         model.args.chroma_shrink = 0.0
     teacher = None
-    if anchor and trunk_lr:  # a frozen copy of where the automatic mode started
-        teacher = copy.deepcopy(model).eval().requires_grad_(False)
+    if anchor and trunk_lr:  # the model to follow, or a frozen copy of where the automatic mode started
+        teacher = (anchor_to or copy.deepcopy(model)).eval().requires_grad_(False)
     opt = torch.optim.Adam(parameter_groups(model, lr, trunk_lr))
     start, step = time.time(), 0
     saved_at = start
@@ -163,9 +175,15 @@ def finetune(
             held = torch.zeros(())
             if teacher is not None:
                 alone = lightness[: max(1, len(lightness) // 2)]  # no hints given: the model fills in zeros
-                with torch.no_grad():
-                    target = teacher(alone, features_only=True)
-                held = anchor_loss(model(alone, features_only=True), target, objective.cfg.regression_weight)
+                student = model(alone, features_only=True)
+                if anchor_to is None:
+                    with torch.no_grad():
+                        start_heads = teacher(alone, features_only=True)
+                    held = anchor_loss(student, start_heads, objective.cfg.regression_weight)
+                else:  # its colour as the user sees it, the calibration and shrink applied, stands in for the truth
+                    with torch.no_grad():
+                        colour = teacher(alone).float()
+                    held = objective(student, colour)
                 loss = loss + anchor * held
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -205,6 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--anchor", type=float, default=0.0, help="with --trunk_lr: hold the automatic mode to the start's, this much"
     )
+    p.add_argument(
+        "--anchor_to", default="", help="with --anchor: pull the automatic mode to this checkpoint's colour instead"
+    )
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument(
         "--plain_backdrop_share", type=float, default=-1.0, help="cut-outs on plain gray; default: the checkpoint's"
@@ -214,6 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.anchor and not a.trunk_lr:
         p.error("--anchor needs --trunk_lr: without it the automatic mode cannot move")
+    if a.anchor_to and not a.anchor:
+        p.error("--anchor_to needs --anchor, the weight of its term")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     model, ckpt = load_model(a.checkpoint)
     if a.adapter:
@@ -235,14 +258,27 @@ def main(argv: list[str] | None = None) -> None:
     def save(steps: int) -> None:
         ckpt["model"], ckpt["model_args"] = model.state_dict(), model.args.as_dict()
         extra = {"from": a.checkpoint, "steps": steps, "lr": a.lr, "trunk_lr": a.trunk_lr, "anchor": a.anchor}
+        if a.anchor_to:
+            extra["anchor_to"] = a.anchor_to
         ckpt["extra"] = {**ckpt.get("extra", {}), "finetune_hints": extra}
         save_checkpoint(a.out, ckpt)
         if a.snapshots:
             shutil.copyfile(a.out, f"{os.path.splitext(a.out)[0]}.step{steps}.pt")
         log.info("%d steps; saved %s", steps, a.out)
 
+    anchor_to = load_model(a.anchor_to)[0] if a.anchor_to else None
     steps = finetune(
-        model, objective, batches, a.lr, a.minutes * 60, save, a.save_minutes * 60, a.trunk_lr, a.precision, a.anchor
+        model,
+        objective,
+        batches,
+        a.lr,
+        a.minutes * 60,
+        save,
+        a.save_minutes * 60,
+        a.trunk_lr,
+        a.precision,
+        a.anchor,
+        anchor_to,
     )
     save(steps)
 
