@@ -138,6 +138,27 @@ def anchor_loss(student: HeadOutput, teacher: HeadOutput, regression_weight: flo
     return torch.stack(terms).sum()
 
 
+def anchor_term(
+    model: ColorizerNet, objective: Objective, anchor_to: ColorizerNet | None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The anchor's loss on a batch of L given no hints (the model fills in zeros): the objective between the model's
+    heads and ``anchor_to``'s colour as the user sees it (calibration and shrink applied), that colour standing in for
+    the truth; or, without ``anchor_to``, anchor_loss to a frozen copy of the model as it is now."""
+    teacher = (anchor_to or copy.deepcopy(model)).eval().requires_grad_(False)
+
+    def to_start(lightness: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            start_heads = teacher(lightness, features_only=True)
+        return anchor_loss(model(lightness, features_only=True), start_heads, objective.cfg.regression_weight)
+
+    def to_colour(lightness: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            colour = teacher(lightness).float()
+        return objective(model(lightness, features_only=True), colour)
+
+    return to_start if anchor_to is None else to_colour
+
+
 def finetune(
     model: ColorizerNet,
     objective: Objective,
@@ -162,9 +183,8 @@ def finetune(
     if trunk_lr:  # the automatic mode will move, so a calibration and shrink fitted to the old one no longer hold:
         model.set_calibration(IDENTITY_CALIBRATION)  # train.choose_readout chooses them again
         model.args.chroma_shrink = 0.0
-    teacher = None
-    if anchor and trunk_lr:  # the model to follow, or a frozen copy of where the automatic mode started
-        teacher = (anchor_to or copy.deepcopy(model)).eval().requires_grad_(False)
+    # made after the reset above, so a copy of the start holds the uncalibrated output the read-out is chosen on
+    held_to = anchor_term(model, objective, anchor_to) if anchor and trunk_lr else None
     opt = torch.optim.Adam(parameter_groups(model, lr, trunk_lr))
     start, step = time.time(), 0
     saved_at = start
@@ -176,17 +196,8 @@ def finetune(
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = objective(model(lightness, *hints, features_only=True), ab)
             held = torch.zeros(())
-            if teacher is not None:
-                alone = lightness[: max(1, len(lightness) // 2)]  # no hints given: the model fills in zeros
-                student = model(alone, features_only=True)
-                if anchor_to is None:
-                    with torch.no_grad():
-                        start_heads = teacher(alone, features_only=True)
-                    held = anchor_loss(student, start_heads, objective.cfg.regression_weight)
-                else:  # its colour as the user sees it, the calibration and shrink applied, stands in for the truth
-                    with torch.no_grad():
-                        colour = teacher(alone).float()
-                    held = objective(student, colour)
+            if held_to is not None:
+                held = held_to(lightness[: max(1, len(lightness) // 2)])
                 loss = loss + anchor * held
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -260,9 +271,14 @@ def main(argv: list[str] | None = None) -> None:
 
     def save(steps: int) -> None:
         ckpt["model"], ckpt["model_args"] = model.state_dict(), model.args.as_dict()
-        extra = {"from": a.checkpoint, "steps": steps, "lr": a.lr, "trunk_lr": a.trunk_lr, "anchor": a.anchor}
-        if a.anchor_to:
-            extra["anchor_to"] = a.anchor_to
+        extra = {
+            "from": a.checkpoint,
+            "steps": steps,
+            "lr": a.lr,
+            "trunk_lr": a.trunk_lr,
+            "anchor": a.anchor,
+            "anchor_to": a.anchor_to,
+        }
         ckpt["extra"] = {**ckpt.get("extra", {}), "finetune_hints": extra}
         save_checkpoint(a.out, ckpt)
         if a.snapshots:
@@ -278,10 +294,10 @@ def main(argv: list[str] | None = None) -> None:
         a.minutes * 60,
         save,
         a.save_minutes * 60,
-        a.trunk_lr,
-        a.precision,
-        a.anchor,
-        anchor_to,
+        trunk_lr=a.trunk_lr,
+        precision=a.precision,
+        anchor=a.anchor,
+        anchor_to=anchor_to,
     )
     save(steps)
 
