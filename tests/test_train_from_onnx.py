@@ -24,7 +24,7 @@ SIZE = 32
 
 
 def trained_looking(adapter: bool) -> ColorizerNet:
-    """A combined hint model read out from its bins, calibrated and shrunk as 2.4.0 is, with BatchNorm statistics
+    """A combined hint model read out from its bins, calibrated, gated and shrunk, with BatchNorm statistics
     far from the identity (so folding them matters) and, with ``adapter``, a hint adapter already moved off zero."""
     torch.manual_seed(3)
     args = ModelArgs(
@@ -38,6 +38,8 @@ def trained_looking(adapter: bool) -> ColorizerNet:
         annealed_t=0.5,
         calibration=[2.0, -0.2, 0.9, 1.2, 0.0, 0.0],
         chroma_shrink=3.0,
+        neutral_gate=2.0,
+        neutral_gain=1.2,
     )
     model = ColorizerNet(args, CENTRES)
     if adapter:
@@ -67,6 +69,7 @@ def export(model: ColorizerNet, path: Path) -> Path:
         "colorizer.annealed_t": str(a.annealed_t),
         "colorizer.calibration": json.dumps(a.calibration),
         "colorizer.chroma_shrink": str(a.chroma_shrink),
+        "colorizer.neutral_gate": json.dumps([a.neutral_gate, a.neutral_gain]),
         **hint_metadata(model),
     }
     assert export_onnx(model, path, SIZE, metadata) < 1e-3
@@ -82,6 +85,7 @@ def test_the_rebuilt_model_gives_what_the_file_gives_with_and_without_hints(tmp_
     assert model.args.hint_adapter == adapter
     assert ckpt["step"] == 1234
     assert model.args.calibration == original.args.calibration
+    assert (model.args.neutral_gate, model.args.neutral_gain) == (2.0, 1.2)
     feeds = example_inputs(model.args, 4, SIZE, seed=5)  # guided samples and an automatic one
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (from_file,) = session.run(["ab"], feeds)

@@ -10,7 +10,7 @@ import torch
 
 from train.bins import bins_from_counts, count_ab, rebalance_weights, rebalanced_cross_entropy, soft_encode
 from train.calibrate import apply, fit
-from train.model import IDENTITY_CALIBRATION, ColorizerNet, HeadOutput, ModelArgs, shrink_chroma
+from train.model import IDENTITY_CALIBRATION, ColorizerNet, HeadOutput, ModelArgs, gate_neutrals, shrink_chroma
 
 CENTRES = torch.tensor([[a, b] for a in range(-40, 50, 10) for b in range(-40, 50, 10)], dtype=torch.float32)
 HEADS = ["classification", "regression", "combined"]
@@ -169,6 +169,38 @@ def test_the_chroma_shrink_turns_weak_casts_gray_keeps_hue_and_leaves_a_guided_i
     torch.testing.assert_close(out[1:], shrink_chroma(calibrated[1:], 4.0))  # after the calibration
 
 
+def test_the_neutral_gate_fades_what_the_model_believes_gray_boosts_the_rest_and_leaves_a_guided_image_alone() -> None:
+    ab = torch.tensor([[[[8.0, 8.0, 0.0]], [[6.0, 6.0, 0.0]]]])  # (1, 2, 1, 3): the same tan twice, then gray
+    logits = torch.zeros(1, 4, 1, 3)
+    logits[0, 0, 0, 0] = 5.0  # pixel 0: bin 0 (the gray one here) all but certain
+    logits[0, 3, 0, 1] = 5.0  # pixel 1: another bin all but certain
+    p_gray = torch.softmax(logits, dim=1)[0, 0, 0]
+    out = gate_neutrals(ab, logits, gray_bin=0, power=2.0, gain=1.5)
+    torch.testing.assert_close(out[0, :, 0], ab[0, :, 0] * 1.5 * (1 - p_gray[:, None].T) ** 2)
+    assert out[0, :, 0, 0].norm() < 0.1 * ab[0, :, 0, 0].norm()  # believed gray: its cast all but gone
+    assert out[0, :, 0, 1].norm() > 1.4 * ab[0, :, 0, 1].norm()  # believed coloured: the gain's chroma added
+    torch.testing.assert_close(out[0, :, 0, 2], torch.zeros(2))  # gray stays gray
+
+    model = make("combined", hints=True, skips=True).eval()
+    assert model.gray_bin == int(CENTRES.norm(dim=1).argmin())
+    lightness = torch.rand(2, 1, 64, 64) * 100
+    hint_ab, mask, ghint = some_hints(2)
+    mask[1], hint_ab[1], ghint[1] = 0, 0, 0  # image 0 guided, image 1 automatic
+    with torch.no_grad():
+        model.set_calibration([1.5, 0.0, 0.0, 1.5, 0.0, 0.0])
+        calibrated = model(lightness, hint_ab, mask, ghint)
+        model.args.neutral_gate, model.args.neutral_gain = 2.0, 1.3
+        out = model(lightness, hint_ab, mask, ghint)
+        logits = model.heads(lightness[1:], all_heads=True).logits
+    assert isinstance(calibrated, torch.Tensor)
+    assert isinstance(out, torch.Tensor)
+    assert logits is not None
+    torch.testing.assert_close(out[0], calibrated[0])  # the user's colours are not gated
+    torch.testing.assert_close(out[1:], gate_neutrals(calibrated[1:], logits, model.gray_bin, 2.0, 1.3))
+    with pytest.raises(ValueError, match="classification head"):
+        ColorizerNet(ModelArgs(head="regression", width=8, num_bins=len(CENTRES), neutral_gate=2.0), CENTRES)
+
+
 def test_soft_encoding_and_rebalancing() -> None:
     ab = torch.tensor([[[[3.0, 7.0]], [[-22.0, 41.0]]]])  # (1, 2, 1, 2): pixels (3, -22) and (7, 41)
     targets, nearest = soft_encode(ab, CENTRES, neighbours=5, sigma=5.0)
@@ -274,6 +306,7 @@ def test_a_warm_start_with_a_trunk_rate_trains_every_weight_and_moves_the_automa
     model = with_adapter(make("classification", hints=True, skips=True)).eval()
     model.set_calibration([2.0, -0.1, 1.0, 1.2, 0.0, 0.0])  # as the shipped model's, fitted to its automatic mode
     model.args.chroma_shrink = 3.0
+    model.args.neutral_gate, model.args.neutral_gain = 2.0, 1.2
     lightness = torch.rand(3, 1, 64, 64) * 100
     with torch.no_grad():
         auto = model(lightness)
@@ -300,6 +333,7 @@ def test_a_warm_start_with_a_trunk_rate_trains_every_weight_and_moves_the_automa
     # the old automatic mode's corrections are dropped, for train.choose_readout to choose again
     assert model.args.calibration == IDENTITY_CALIBRATION
     assert model.args.chroma_shrink == 0.0
+    assert (model.args.neutral_gate, model.args.neutral_gain) == (0.0, 1.0)
     first = model.state_dict()["encoder.layers.0.0.weight"]
     assert not torch.equal(first[:, :1], before_state["encoder.layers.0.0.weight"][:, :1])  # L channel included
 

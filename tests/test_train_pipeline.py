@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import astuple
 from pathlib import Path
 
 import cv2
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from tests.conftest import photo_like
-from train import choose_point_sigmas, choose_readout, evaluate, export
+from train import choose_gate, choose_point_sigmas, choose_readout, evaluate, export
 from train.config import parse_config
 from train.ema import WeightAverage
 from train.train import train
@@ -149,6 +150,24 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         )
         assert (m01, m10) == (0, 0)  # one fitted gain for both channels
         assert m00 == m11 != 1
+        model, ckpt_dict = export.load_model(ckpt, readout="regression")
+        rows = choose_gate.calibration_rows(model, ckpt_dict["config"], str(photo_dir))
+        assert [(r.power, r.gain) for r in rows[:1]] == [(0.0, 1.0)]  # the ungated read-out first
+        assert [r.power for r in rows[1:]] == list(choose_gate.POWERS)
+        kept = [r for r in rows[1:] if r.gain < choose_gate.GAIN_RANGE[1]]
+        assert kept  # the gain found for each power gives the ungated colourfulness back
+        assert all(abs(r.colourfulness - rows[0].colourfulness) < 0.01 for r in kept)
+        assert all(r.gain > 1 for r in rows[1:])  # each power fades something, so each needs a gain to hand it back
+        best_gate = choose_gate.main([ckpt, "--readout", "regression", "--data_dir", str(photo_dir)])
+        assert (best_gate.power, best_gate.gain) == astuple(choose_gate.best_row(rows))[:2]
+        gated_onnx = tmp_path / "gated.onnx"
+        export.main([ckpt, str(gated_onnx), "--readout", "regression", "--neutral_gate", "2", "--neutral_gain", "1.5"])
+        gated_meta = {p.key: p.value for p in onnx.load(str(gated_onnx)).metadata_props}
+        assert json.loads(gated_meta["colorizer.neutral_gate"]) == [2.0, 1.5]
+        model, _ = export.load_model(ckpt, readout="regression")
+        assert export.parity(model, gated_onnx, 64, batch=4) > 1e-3  # the graph gates ...
+        model.args.neutral_gate, model.args.neutral_gain = 2.0, 1.5
+        assert export.parity(model, gated_onnx, 64, batch=4) < 1e-3  # ... as the model does
         assert gray > 5
         snapshot = str(out / "step2.pt")
         earlier, _ = choose_readout.compare(snapshot, str(photo_dir))

@@ -31,12 +31,17 @@ DEFAULT_TRAINED_ON = (
 
 
 def load_model(
-    checkpoint: str, annealed_t: float = 0.0, readout: str = "", chroma_shrink: float = 0.0
+    checkpoint: str,
+    annealed_t: float = 0.0,
+    readout: str = "",
+    chroma_shrink: float = 0.0,
+    neutral_gate: tuple[float, float] = (0.0, 1.0),
 ) -> tuple[ColorizerNet, dict]:
     """Rebuild the model from a checkpoint alone (model_args, bins and weights travel inside it).
 
     ``annealed_t`` > 0 overrides the decoding temperature, ``readout`` a combined model's output head and
-    ``chroma_shrink`` the automatic mode's: none is learnt, so all may be chosen after training.
+    ``chroma_shrink`` and ``neutral_gate`` (power, gain) the automatic mode's: none is learnt, so all may be chosen
+    after training.
     """
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     args = ModelArgs(**ckpt["model_args"])
@@ -46,6 +51,8 @@ def load_model(
         args.readout = readout
     if chroma_shrink > 0:
         args.chroma_shrink = chroma_shrink
+    if neutral_gate[0]:
+        args.neutral_gate, args.neutral_gain = neutral_gate
     centres = torch.from_numpy(np.asarray(ckpt["bins"]["centres"])) if args.num_bins else None
     model = ColorizerNet(args, centres)
     model.load_state_dict(ckpt["model"])
@@ -181,6 +188,13 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="soft threshold (ab units) on the automatic ab's chroma after the calibration: weak casts become gray",
     )
+    p.add_argument(
+        "--neutral_gate",
+        type=float,
+        default=0.0,
+        help="power of the neutral gate on the automatic ab (train.choose_gate chooses it and the gain); 0 = off",
+    )
+    p.add_argument("--neutral_gain", type=float, default=1.0, help="gain of the neutral gate")
     p.add_argument("--calibration_offset", action="store_true", help="--calibrate also fits an ab offset t")
     p.add_argument(
         "--calibration_form",
@@ -192,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache_dir", default="", help="decoded-photo cache for --calibrate; default: the run's")
     p.add_argument("--max_diff", type=float, default=0.05, help="fail when ORT and PyTorch differ by more (ab)")
     a = p.parse_args(argv)
-    model, ckpt = load_model(a.checkpoint, a.annealed_t, a.readout, a.chroma_shrink)
+    model, ckpt = load_model(a.checkpoint, a.annealed_t, a.readout, a.chroma_shrink, (a.neutral_gate, a.neutral_gain))
     if a.calibrate:
         cal = calibrate(
             model,
@@ -223,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         "colorizer.annealed_t": str(model.args.annealed_t),
         "colorizer.calibration": json.dumps([round(v, 6) for v in model.args.calibration]),
         "colorizer.chroma_shrink": str(model.args.chroma_shrink),
+        "colorizer.neutral_gate": json.dumps([model.args.neutral_gate, model.args.neutral_gain]),
         **hint_metadata(model),
     }
     diff = export_onnx(model, a.output, size, metadata)

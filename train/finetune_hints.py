@@ -180,9 +180,10 @@ def finetune(
     model's, on half of each batch; with ``anchor_to``, that weight × the objective between the automatic mode and
     ``anchor_to``'s decoded automatic colour."""
     model.eval()  # BatchNorm uses its running statistics and leaves them alone
-    if trunk_lr:  # the automatic mode will move, so a calibration and shrink fitted to the old one no longer hold:
-        model.set_calibration(IDENTITY_CALIBRATION)  # train.choose_readout chooses them again
+    if trunk_lr:  # the automatic mode will move, so corrections fitted to the old one no longer hold:
+        model.set_calibration(IDENTITY_CALIBRATION)  # train.choose_readout and train.choose_gate choose them again
         model.args.chroma_shrink = 0.0
+        model.args.neutral_gate, model.args.neutral_gain = 0.0, 1.0
     # made after the reset above, so a copy of the start holds the uncalibrated output the read-out is chosen on
     held_to = anchor_term(model, objective, anchor_to) if anchor and trunk_lr else None
     opt = torch.optim.Adam(parameter_groups(model, lr, trunk_lr))

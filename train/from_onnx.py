@@ -42,6 +42,7 @@ def model_args(meta: dict[str, str], fused_channels: int) -> ModelArgs:
     if head == "combined" and readout != "annealed_mean":
         raise SystemExit("a combined model read out from its regression head cannot be rebuilt: its bins are not in it")
     bins = json.loads(meta.get("colorizer.ab_bins", "[]"))
+    gate = json.loads(meta.get("colorizer.neutral_gate", "[0, 1]"))
     return ModelArgs(
         head="classification" if head == "combined" else head,  # the regression head is not in the file
         width=int(width[1:]),
@@ -55,6 +56,8 @@ def model_args(meta: dict[str, str], fused_channels: int) -> ModelArgs:
         calibration=json.loads(meta.get("colorizer.calibration", "[1, 0, 0, 1, 0, 0]")),
         readout="annealed_mean" if head in ("combined", "classification") else "regression",
         chroma_shrink=float(meta.get("colorizer.chroma_shrink", 0.0)),
+        neutral_gate=gate[0],
+        neutral_gain=gate[1],
     )
 
 

@@ -44,6 +44,13 @@ class ModelArgs:
     # Soft threshold on the automatic ab's chroma, after the calibration: chroma c becomes max(c - chroma_shrink, 0)
     # in the same hue. Weak casts on neutral surfaces become gray; strong colours lose a little. Chosen at export.
     chroma_shrink: float = 0.0
+    # The neutral gate, after the calibration and before the shrink: each automatic pixel's ab times
+    # neutral_gain · (1 − p_gray)^neutral_gate, p_gray the classification head's probability (temperature 1) of the
+    # bin at the origin. A surface the model itself believes gray (a backdrop, a wall) loses the colour the mean of
+    # its guesses gave it, and the gain hands that chroma back to the rest, so the photo's colourfulness stays.
+    # 0 = off; needs the classification head. Chosen at export on the calibration split (train.choose_gate).
+    neutral_gate: float = 0.0
+    neutral_gain: float = 1.0
     # A second path from the local hints into the encoder (HintAdapter), added by train.finetune_hints --adapter to
     # a trained hint model; without bias terms, so it adds exact zeros when there are no hints.
     hint_adapter: bool = False
@@ -56,6 +63,12 @@ def shrink_chroma(ab: torch.Tensor, shrink: float) -> torch.Tensor:
     """ab (N, 2, h, w) with each pixel's chroma c moved to max(c - shrink, 0), hue kept (a soft threshold)."""
     chroma = torch.sqrt((ab * ab).sum(dim=1, keepdim=True) + 1e-6)  # the epsilon keeps 0/0 out of gray pixels
     return ab * (F.relu(chroma - shrink) / chroma)
+
+
+def gate_neutrals(ab: torch.Tensor, logits: torch.Tensor, gray_bin: int, power: float, gain: float) -> torch.Tensor:
+    """ab (N, 2, h, w) times gain · (1 − p_gray)^power, p_gray the softmax of logits (N, Q, h, w) at ``gray_bin``."""
+    p_gray = torch.exp(logits[:, gray_bin : gray_bin + 1] - torch.logsumexp(logits, dim=1, keepdim=True))
+    return ab * (gain * (1 - p_gray) ** power)
 
 
 def conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -195,6 +208,9 @@ class ColorizerNet(nn.Module):
         if bin_centres.shape != (args.num_bins, 2):
             raise ValueError(f"bin centres {tuple(bin_centres.shape)} do not match num_bins={args.num_bins}")
         self.register_buffer("bin_centres", bin_centres.float())  # (Q, 2) ab units
+        self.gray_bin = int(bin_centres.norm(dim=1).argmin()) if args.num_bins else -1  # the bin at the origin
+        if args.neutral_gate and args.head == "regression":
+            raise ValueError("the neutral gate reads the classification head, which a regression model lacks")
         if args.head in ("classification", "combined"):
             self.head = nn.Conv2d(self.decoder.out_channels, args.num_bins, 1)
         if args.head in ("regression", "combined"):
@@ -243,7 +259,9 @@ class ColorizerNet(nn.Module):
         fused = self.fusion(torch.cat([local, *tiled], dim=1))  # (N, C, S/8, S/8)
         y = self.decoder(fused, skips)  # (N, 2w, S/2, S/2)
         return HeadOutput(
-            self.head(y) if hasattr(self, "head") and (all_heads or self.reads_bins) else None,
+            self.head(y)
+            if hasattr(self, "head") and (all_heads or self.reads_bins or self.args.neutral_gate)
+            else None,
             self.regression(y) if hasattr(self, "regression") and (all_heads or not self.reads_bins) else None,
         )
 
@@ -275,14 +293,18 @@ class ColorizerNet(nn.Module):
     def decode(self, out: HeadOutput, guided: torch.Tensor | None = None) -> torch.Tensor:
         """Head output -> ab in Lab units (N, 2, S/2, S/2), calibrated for automatic colour.
 
-        ``guided`` (N,) is 1 for an image with any hint, else 0. The calibration and the chroma shrink correct the
-        automatic mode's cast and saturation; an image the user gave colours to keeps the network's own answer,
-        which training taught to reproduce them (a global map fitted on automatic output would bend the user's
+        ``guided`` (N,) is 1 for an image with any hint, else 0. The calibration, neutral gate and chroma shrink
+        correct the automatic mode's cast and saturation; an image the user gave colours to keeps the network's own
+        answer, which training taught to reproduce them (a global map fitted on automatic output would bend the user's
         colours)."""
         ab = self.read_out(out)
         automatic = ab
         if self.args.calibration != IDENTITY_CALIBRATION:
             automatic = F.conv2d(ab, self.calib_weight, self.calib_bias)  # type: ignore[arg-type]  # ab ← M·ab + t
+        if self.args.neutral_gate:
+            assert out.logits is not None
+            gate = self.args.neutral_gate, self.args.neutral_gain
+            automatic = gate_neutrals(automatic, out.logits, self.gray_bin, *gate)
         if self.args.chroma_shrink > 0:
             automatic = shrink_chroma(automatic, self.args.chroma_shrink)
         if automatic is ab or guided is None:
