@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.conftest import photo_like
-from train import choose_gate, choose_point_sigmas, choose_readout, evaluate, export
+from train import choose_gate, choose_point_sigmas, choose_readout, compare, evaluate, export
 from train.config import parse_config
 from train.ema import WeightAverage
 from train.train import train
@@ -192,6 +192,26 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
     assert len(per_photo) == 1 + 4
     differences = [float(line.split(",")[3]) for line in per_photo[1:]]
     assert differences == sorted(differences)  # worst against gray first
+    csv, grid = str(report / "per_photo.csv"), report / "largest_changes.png"
+    compare.main([csv, csv, "--models", str(onnx_path), str(onnx_path), "--data_dir", str(photo_dir)])
+    assert not grid.exists()
+    compare.main(
+        [
+            csv,
+            csv,
+            "--models",
+            str(onnx_path),
+            str(onnx_path),
+            "--data_dir",
+            str(photo_dir),
+            "--grid",
+            str(grid),
+            "--rows",
+            "1",
+        ]
+    )
+    sheet = cv2.imread(str(grid))
+    assert sheet.shape == (28 + 160 * 2, 160 * 4, 3)  # one loss and one win (of 4 photos), 4 columns each
 
 
 def test_the_evaluation_scores_photos_and_cut_outs_apart(photo_dir: Path) -> None:
@@ -213,8 +233,6 @@ def test_the_evaluation_scores_photos_and_cut_outs_apart(photo_dir: Path) -> Non
 
 
 def test_two_evaluations_compare_photo_by_photo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from train import compare
-
     blank = np.zeros((8, 8, 3), np.uint8)
     folder = str(tmp_path)
 
@@ -234,6 +252,10 @@ def test_two_evaluations_compare_photo_by_photo(tmp_path: Path, capsys: pytest.C
     assert "| photos | 2 | +1.00 | +1.00 to +1.00 |" in table
     assert "| cut-outs on mid-gray | 1 | -3.00 | -3.00 to -3.00 |" in table
     assert "| all | 3 | -0.33 | -3.00 to +1.00 |" in table
+    old = {"a": (20.0, False), "b": (22.0, False), "c": (30.0, True), "d": (25.0, False)}
+    new = {"a": (21.0, False), "b": (25.0, False), "c": (27.0, True), "d": (24.0, False), "e": (9.0, False)}
+    assert compare.largest_changes(old, new, 1) == ["c", "b"]  # the largest loss, then the largest win
+    assert compare.largest_changes(old, new, 2) == ["c", "d", "a", "b"]  # all, when there are no more than that
 
 
 def test_neutral_cast_is_the_chroma_put_where_the_truth_is_neutral() -> None:
