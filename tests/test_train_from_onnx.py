@@ -23,9 +23,10 @@ CENTRES = torch.tensor([[a, b] for a in range(-40, 50, 10) for b in range(-40, 5
 SIZE = 32
 
 
-def trained_looking(adapter: bool) -> ColorizerNet:
+def trained_looking(adapter: bool, readout: str = "annealed_mean") -> ColorizerNet:
     """A combined hint model read out from its bins, calibrated, gated and shrunk, with BatchNorm statistics
-    far from the identity (so folding them matters) and, with ``adapter``, a hint adapter already moved off zero."""
+    far from the identity (so folding them matters) and, with ``adapter``, a hint adapter already moved off zero.
+    With ``readout="regression"`` the file keeps both heads, the bin head for the gate (as 2.5.0's)."""
     torch.manual_seed(3)
     args = ModelArgs(
         head="combined",
@@ -34,7 +35,7 @@ def trained_looking(adapter: bool) -> ColorizerNet:
         fused_channels=16,
         skips=True,
         hints=True,
-        readout="annealed_mean",
+        readout=readout,
         annealed_t=0.5,
         calibration=[2.0, -0.2, 0.9, 1.2, 0.0, 0.0],
         chroma_shrink=3.0,
@@ -76,12 +77,18 @@ def export(model: ColorizerNet, path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("adapter", [False, True])
-def test_the_rebuilt_model_gives_what_the_file_gives_with_and_without_hints(tmp_path: Path, adapter: bool) -> None:
-    original = trained_looking(adapter)
+@pytest.mark.parametrize(
+    ("adapter", "readout"), [(False, "annealed_mean"), (True, "annealed_mean"), (True, "regression")]
+)
+def test_the_rebuilt_model_gives_what_the_file_gives_with_and_without_hints(
+    tmp_path: Path, adapter: bool, readout: str
+) -> None:
+    original = trained_looking(adapter, readout)
     path = export(original, tmp_path / "model.onnx")
     model, ckpt = rebuild(path)
-    assert model.args.head == "classification"
+    # read out from the bins, the file has no regression head; read out from it and gated, the file has both
+    assert model.args.head == ("classification" if readout == "annealed_mean" else "combined")
+    assert model.args.readout == readout
     assert model.args.hint_adapter == adapter
     assert ckpt["step"] == 1234
     assert model.args.calibration == original.args.calibration
@@ -93,6 +100,13 @@ def test_the_rebuilt_model_gives_what_the_file_gives_with_and_without_hints(tmp_
         rebuilt = model(*(torch.from_numpy(x) for x in feeds.values()))
     assert np.abs(rebuilt.numpy() - from_file).max() < 1e-3  # type: ignore[union-attr]
     assert np.abs(from_file).max() > 1  # a real answer to compare, not zeros
+
+
+def test_a_regression_read_out_without_the_gate_has_no_bins_to_rebuild(tmp_path: Path) -> None:
+    original = trained_looking(adapter=False, readout="regression")
+    original.args.neutral_gate, original.args.neutral_gain = 0.0, 1.0
+    with pytest.raises(SystemExit, match="its bins are not in it"):
+        rebuild(export(original, tmp_path / "model.onnx"))
 
 
 def test_the_checkpoint_it_writes_fine_tunes_and_exports_again(tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ The exporter folds each BatchNorm into the convolution before it (the file holds
 ``weight`` and ``weight_bias``) and leaves out the head its read-out does not use. The rebuilt model holds the folded
 weights, and each BatchNorm becomes the identity plus the folded bias: exact in eval mode, which is how
 train.finetune_hints runs it (BatchNorm statistics frozen), but not a model to train from scratch in train mode.
-A combined model comes back as a classification model, as its regression head is not in the file. The rebuilt
+A combined model read out from its bins comes back as a classification model, as its regression head is not in
+the file; one read out from its regression head comes back whole when its neutral gate kept the bin head in the file
+(2.5.0), and cannot be rebuilt otherwise. The rebuilt
 model is checked against the file on random inputs (with hints) before the checkpoint is written.
 """
 
@@ -39,12 +41,14 @@ def model_args(meta: dict[str, str], fused_channels: int) -> ModelArgs:
     if name != "colorizer-cnn" or not width.startswith("w"):
         raise SystemExit(f"not a Colorizer model: architecture {meta['colorizer.architecture']!r}")
     readout = meta.get("colorizer.readout", "regression")
-    if head == "combined" and readout != "annealed_mean":
+    gate = json.loads(meta.get("colorizer.neutral_gate", "[0, 1]"))
+    # A combined file holds the head its read-out uses, and the bin head too when the neutral gate reads it.
+    both_heads = head == "combined" and readout == "regression" and bool(gate[0])
+    if head == "combined" and readout != "annealed_mean" and not both_heads:
         raise SystemExit("a combined model read out from its regression head cannot be rebuilt: its bins are not in it")
     bins = json.loads(meta.get("colorizer.ab_bins", "[]"))
-    gate = json.loads(meta.get("colorizer.neutral_gate", "[0, 1]"))
     return ModelArgs(
-        head="classification" if head == "combined" else head,  # the regression head is not in the file
+        head="combined" if both_heads else "classification" if head == "combined" else head,
         width=int(width[1:]),
         global_extractor=extractor,
         num_bins=len(bins),
@@ -54,7 +58,7 @@ def model_args(meta: dict[str, str], fused_channels: int) -> ModelArgs:
         hints="hints" in flags,
         hint_adapter="adapter" in flags,
         calibration=json.loads(meta.get("colorizer.calibration", "[1, 0, 0, 1, 0, 0]")),
-        readout="annealed_mean" if head in ("combined", "classification") else "regression",
+        readout="regression" if both_heads or head == "regression" else "annealed_mean",
         chroma_shrink=float(meta.get("colorizer.chroma_shrink", 0.0)),
         neutral_gate=gate[0],
         neutral_gain=gate[1],
@@ -91,6 +95,8 @@ def folded_state(model: ColorizerNet, weights: dict[str, np.ndarray]) -> dict[st
     for key in state:
         if key not in filled and f"model.{key}" in weights:
             put(key, weights[f"model.{key}"])
+    if "bin_centres" not in filled:  # a regression read-out's graph does not use them; the metadata's ab_bins hold them
+        put("bin_centres", model.bin_centres)
     calibration = torch.tensor(model.args.calibration)
     put("calib_weight", calibration[:4].view(2, 2, 1, 1))  # the bias may be folded into a constant: take both
     put("calib_bias", calibration[4:])
