@@ -96,7 +96,7 @@ def folded_state(model: ColorizerNet, weights: dict[str, np.ndarray]) -> dict[st
         if key not in filled and f"model.{key}" in weights:
             put(key, weights[f"model.{key}"])
     if "bin_centres" not in filled:  # a regression read-out's graph does not use them; the metadata's ab_bins hold them
-        put("bin_centres", model.bin_centres)
+        put("bin_centres", state["bin_centres"])  # as the model was built, from the metadata
     calibration = torch.tensor(model.args.calibration)
     put("calib_weight", calibration[:4].view(2, 2, 1, 1))  # the bias may be folded into a constant: take both
     put("calib_bias", calibration[4:])
