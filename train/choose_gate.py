@@ -60,12 +60,13 @@ class Scorer:
             ab = self.model.decode(self.out).numpy()
         joined = [join_ab(p, a) for p, a in zip(self.photos, ab, strict=True)]
         pairs = list(zip(joined, self.photos, strict=True))
+        casts = [c for c in (neutral_cast(j, p) for j, p in pairs) if np.isfinite(c)]  # NaN: no neutral pixel
         return GateRow(
             power,
             gain,
             float(np.mean([psnr(j[..., ::-1], p[..., ::-1]) for j, p in pairs])),
             float(np.mean([colourfulness(j) for j in joined])) / self.truth_colourfulness,
-            float(np.nanmean([neutral_cast(j, p) for j, p in pairs])),
+            float(np.mean(casts)) if casts else float("nan"),
         )
 
     def colour_kept(self, power: float, colourfulness: float) -> GateRow:
