@@ -73,8 +73,9 @@ class Scorer:
         """The row at ``power`` whose gain brings the colourfulness back to ``colourfulness`` (bisection: it grows
         with the gain); at the top of GAIN_RANGE when even that falls short."""
         low, high = GAIN_RANGE
-        if self.row(power, high).colourfulness <= colourfulness:
-            return self.row(power, high)
+        top = self.row(power, high)
+        if top.colourfulness <= colourfulness:
+            return top
         for _ in range(GAIN_STEPS):
             middle = (low + high) / 2
             low, high = (middle, high) if self.row(power, middle).colourfulness < colourfulness else (low, middle)

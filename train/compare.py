@@ -56,7 +56,7 @@ def largest_changes(
 ) -> list[str]:
     """The ``count`` shared photos the new model loses most on (worst first), then the ``count`` it wins most on."""
     by_change = sorted(set(before) & set(after), key=lambda p: after[p][0] - before[p][0])
-    return by_change[:count] + by_change[::-1][:count][::-1] if len(by_change) > 2 * count else by_change
+    return by_change[:count] + by_change[-count:] if len(by_change) > 2 * count else by_change
 
 
 def difference_grid(models: tuple[str, str], data_dir: str, photos: list[str]) -> np.ndarray:

@@ -73,7 +73,7 @@ from train.bins import rebalance_weights
 from train.config import TrainConfig
 from train.data import RandomCrops, load_cached, split_images
 from train.export import load_model
-from train.model import IDENTITY_CALIBRATION, ColorizerNet, HeadOutput
+from train.model import ColorizerNet, HeadOutput
 from train.train import Objective, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -180,10 +180,8 @@ def finetune(
     model's, on half of each batch; with ``anchor_to``, that weight × the objective between the automatic mode and
     ``anchor_to``'s decoded automatic colour."""
     model.eval()  # BatchNorm uses its running statistics and leaves them alone
-    if trunk_lr:  # the automatic mode will move, so corrections fitted to the old one no longer hold:
-        model.set_calibration(IDENTITY_CALIBRATION)  # train.choose_readout and train.choose_gate choose them again
-        model.args.chroma_shrink = 0.0
-        model.args.neutral_gate, model.args.neutral_gain = 0.0, 1.0
+    if trunk_lr:  # the automatic mode will move, so corrections fitted to the old one no longer hold
+        model.drop_corrections()
     # made after the reset above, so a copy of the start holds the uncalibrated output the read-out is chosen on
     held_to = anchor_term(model, objective, anchor_to) if anchor and trunk_lr else None
     opt = torch.optim.Adam(parameter_groups(model, lr, trunk_lr))

@@ -229,6 +229,13 @@ class ColorizerNet(nn.Module):
         self.calib_weight.copy_(m[:4].view(2, 2, 1, 1))  # type: ignore[operator]
         self.calib_bias.copy_(m[4:])  # type: ignore[operator]
 
+    def drop_corrections(self) -> None:
+        """No calibration, neutral gate or chroma shrink: they were fitted to an automatic mode that training is about
+        to move (train.finetune_hints); train.choose_readout and train.choose_gate choose them again."""
+        self.set_calibration(IDENTITY_CALIBRATION)
+        self.args.chroma_shrink = 0.0
+        self.args.neutral_gate, self.args.neutral_gain = 0.0, 1.0
+
     def zero_hints(self, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n, _, h, w = lightness.shape
         zeros = lightness.new_zeros
