@@ -1,5 +1,5 @@
 """The image pipeline, as plain functions shared by the HTTP routes, the CLI and video jobs:
-decode → L → (model) → join with full-resolution L → encode."""
+decode → L → (model) → ab along L's edges (app/edges.py) → join with full-resolution L → encode."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 
 from app.color import join, model_input
 from app.decode import decode_lightness
+from app.edges import guided_ab
 from app.encode import encode_image
 from app.image_header import Header, checked_header
 from app.metrics import Metrics
@@ -46,7 +47,7 @@ def prepare(
 def finish(prepared: Prepared, ab: np.ndarray, fmt: str, png_compression: int, metrics: Metrics | None = None) -> bytes:
     """Model ab + original L -> encoded image bytes of the original's exact size."""
     t = time.perf_counter()
-    out = join(prepared.full_l, ab, prepared.alpha)
+    out = join(prepared.full_l, guided_ab(ab, prepared.small_l[0]), prepared.alpha)
     t = _observe(metrics, "postprocess", t)
     encoded = encode_image(out, fmt, png_compression)
     _observe(metrics, "encode", t)

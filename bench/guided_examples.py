@@ -14,7 +14,9 @@ import cv2
 import numpy as np
 
 from app.color import join, lightness_u8, model_input
+from app.edges import guided_ab
 from app.guidance import parse_hints
+from app.point_follow import follow_points
 from app.runtime import ModelRuntime
 from bench.common import MODEL
 
@@ -52,8 +54,11 @@ def colorize(runtime: ModelRuntime, bgr: np.ndarray, hints_json: str | None) -> 
     guidance = parse_hints(hints_json)
     assert runtime.ab_bins is not None
     hints = guidance.for_image(SIZE, SIZE, runtime.info.input_size, runtime.ab_bins) if guidance else None
-    ab = runtime.run(model_input(full_l, runtime.info.input_size)[None], [hints])[0]
-    return join(full_l, ab)
+    small = model_input(full_l, runtime.info.input_size)  # (1, S, S)
+    ab = runtime.run(small[None], [hints])[0]
+    if hints is not None and hints.has_points:  # as the service does (app/colorize.py)
+        ab = follow_points(ab, small[0], hints.hint_ab, hints.hint_mask)
+    return join(full_l, guided_ab(ab, small[0]))
 
 
 def ring_points(img: np.ndarray, hints_json: str) -> np.ndarray:

@@ -23,6 +23,7 @@ STAGE_NAMES = {
     "decode": "decode + L (JPEG → L at full size)",
     "resize": "resize L to the model",
     "model": "model (batch 1)",
+    "edges": "ab along L's edges, at the model's size (app/edges.py)",
     "join": "upsample ab + join (8-bit Lab → BGR)",
     "encode": "PNG encode (app)",
 }
@@ -226,6 +227,8 @@ class Report:
         if not self.model or "fp16" not in self.model:
             return "_Not measured yet._"
         f = self.model["fp16"]
+        if "skipped" in f:  # bench/model.py records why it did not convert (e.g. onnxconverter-common missing)
+            return f"_Not measured in the last run: {f['skipped']}._"
         lines = [
             "`bench/model.py` converts the model with onnxconverter-common's "
             "`convert_float_to_float16(keep_io_types=True)` (so the service still sends float32 L and gets float32 "
@@ -629,7 +632,7 @@ class Report:
     def plot_stages(self) -> None:
         st = self.stages["stages"]
         sizes = list(st)
-        fig, ax = plt.subplots(figsize=(7, 3.6))
+        fig, ax = plt.subplots(figsize=(7, 4.2))
         left = [0.0] * len(sizes)
         for i, (stage, name) in enumerate(self.stage_names().items()):
             shares = [100 * st[mp][stage]["p50_ms"] / st[mp]["total_p50_ms"] for mp in sizes]
@@ -640,7 +643,7 @@ class Report:
         ax.set_xlim(0, 118)
         ax.set_xlabel("share of one image's time (%)")
         ax.set_ylabel("megapixels")
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # 3 columns overflow the figure
         fig.tight_layout()
         fig.savefig(self.plot_path("stages.png"), dpi=110)
         plt.close(fig)

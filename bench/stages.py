@@ -27,12 +27,14 @@ from app.color import join, lightness, model_input
 from app.config import Settings
 from app.cores import available_cores
 from app.decode import decode_image, decode_lightness
+from app.edges import guided_ab
 from app.encode import encode_image, png_sub_filtered
+from app.image_header import checked_header
 from app.pipeline import finish, prepare
 from app.runtime import ModelRuntime
 from bench.common import MODEL, SIZES_MP, photo_jpeg, repeat, save, stats
 
-STAGES = ("decode", "resize", "model", "join", "encode")
+STAGES = ("decode", "resize", "model", "edges", "join", "encode")
 
 # ---------------------------------------------------------------- stages
 
@@ -49,13 +51,15 @@ def pipeline_stages(data: bytes, runtime: ModelRuntime, settings: Settings, min_
     times: dict[str, list[float]] = {k: [] for k in STAGES}
     started = time.perf_counter()
     while len(times["decode"]) < 2 or time.perf_counter() - started < min_time:
-        decoded, t = timed(lambda: decode_lightness(data, max_pixels))
+        decoded, t = timed(lambda: decode_lightness(data, checked_header(data, max_pixels)))
         times["decode"].append(t)
         small, t = timed(lambda d=decoded: model_input(d.lightness, size))
         times["resize"].append(t)
         ab, t = timed(lambda s=small: runtime.run(s[None])[0])
         times["model"].append(t)
-        out, t = timed(lambda d=decoded, ab=ab: join(d.lightness, ab, d.alpha))
+        along, t = timed(lambda ab=ab, s=small: guided_ab(ab, s[0]))
+        times["edges"].append(t)
+        out, t = timed(lambda d=decoded, along=along: join(d.lightness, along, d.alpha))
         times["join"].append(t)
         png, t = timed(lambda o=out: encode_image(o, "png", level))
         times["encode"].append(t)
@@ -84,14 +88,14 @@ def float_vs_current(data: bytes, runtime: ModelRuntime, settings: Settings, min
     """The float pipeline that shipped with model 1.0.0 (decode_image → lightness → float join) against the current
     one (decode_lightness → 8-bit Lab join) on the same photo, with the largest differences of their outputs."""
     max_pixels = settings.max_pixels
-    full_l = decode_lightness(data, max_pixels).lightness
+    full_l = decode_lightness(data, checked_header(data, max_pixels)).lightness
     float_l = lightness(decode_image(data, max_pixels).color)
     ab = runtime.run(model_input(full_l, runtime.info.input_size)[None])[0]
     diff = np.abs(join(full_l, ab).astype(np.int16) - join_float(float_l, ab).astype(np.int16))
     return {
         "decode_l": {
             "float": stats(repeat(lambda: lightness(decode_image(data, max_pixels).color), min_time, 2)),
-            "current": stats(repeat(lambda: decode_lightness(data, max_pixels), min_time, 2)),
+            "current": stats(repeat(lambda: decode_lightness(data, checked_header(data, max_pixels)), min_time, 2)),
             "max_abs_diff_L": float(np.abs(full_l - float_l).max()),
         },
         "join": {
@@ -243,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
             continue
         width, height = SIZES_MP[mp]
         prepared = prepare(photo_jpeg(width, height, seed=1), runtime.info.input_size, settings.max_pixels)
-        out = join(prepared.full_l, runtime.run(prepared.small_l[None])[0], prepared.alpha)
+        ab = guided_ab(runtime.run(prepared.small_l[None])[0], prepared.small_l[0])
+        out = join(prepared.full_l, ab, prepared.alpha)
         encoders = png_encoders(full, settings.png_compression)
         if not full:
             encoders = {

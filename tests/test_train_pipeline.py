@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import astuple
+from itertools import product
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import photo_like
-from train import choose_gate, choose_point_sigmas, choose_readout, compare, evaluate, export
+from train import choose_edges, choose_gate, choose_point_sigmas, choose_readout, compare, evaluate, export
 from train.config import parse_config
 from train.ema import WeightAverage
 from train.train import train
@@ -179,6 +180,9 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         sigmas = choose_point_sigmas.main([str(onnx_path), str(photo_dir)])
         assert sigmas[0] in choose_point_sigmas.SPATIAL
         assert sigmas[1] in choose_point_sigmas.LIGHTNESS
+        edges = choose_edges.main([str(onnx_path), str(photo_dir)])  # the edge-aware upsampling's radius and ε
+        assert (edges.radius, edges.epsilon) in {(0.0, 0.0)} | set(product(choose_edges.RADII, choose_edges.EPSILONS))
+        assert edges.gain > 1 or edges.radius == 0  # the filter smooths colour; the gain it needs hands that back
 
     report = tmp_path / "eval"
     evaluate.main([str(onnx_path), str(photo_dir), "--out", str(report), "--limit", "4"])

@@ -5,8 +5,10 @@ A regression read-out is the mean of the model's guesses. Where the model half b
 a wall) and half that it is tan, the mean is a weak tan cast on it: the automatic mode's neutral cast. The gate scales
 each automatic pixel's ab by gain · (1 − p_gray)^power, p_gray the classification head's probability of the gray bin.
 For each power the gain is set so the photos' colourfulness stays the ungated read-out's (the gate moves chroma from
-pixels believed gray to the rest; it neither fades nor boosts the photo as a whole). The chosen power has the lowest
-neutral cast among those that keep PSNR within PSNR_TOLERANCE of the ungated read-out's; none when no power does.
+pixels believed gray to the rest; it neither fades nor boosts the photo as a whole), measured on the ungated read-out
+upsampled bilinearly; the gated rows are coloured as the service colours, so the gain also hands back what the
+edge-aware upsampling's smoothing takes (app/edges.py). The chosen power has the lowest neutral cast among those that
+keep PSNR within PSNR_TOLERANCE of the ungated read-out's; none when no power does.
 
     python -m train.choose_gate runs/v16/anchored.step1075.pt --readout regression
 """
@@ -22,7 +24,7 @@ import torch
 
 from train.calibrate import calibrate
 from train.data import split_images
-from train.evaluate import colourfulness, join_ab, load_eval_image, neutral_cast, psnr, small_lightness
+from train.evaluate import colour_photo, colourfulness, join_ab, load_eval_image, neutral_cast, psnr, small_lightness
 from train.export import load_model
 from train.model import ColorizerNet, HeadOutput
 
@@ -49,16 +51,21 @@ class Scorer:
 
     def __init__(self, model: ColorizerNet, photos: list[np.ndarray], size: int) -> None:
         self.model, self.photos = model, photos
-        lightness = torch.from_numpy(np.stack([small_lightness(p, size)[None] for p in photos]))
+        self.lightness = [small_lightness(p, size) for p in photos]  # (S, S) each: what the model sees
         with torch.no_grad():
-            self.out: HeadOutput = model.heads(lightness, all_heads=True)
+            self.out: HeadOutput = model.heads(torch.from_numpy(np.stack(self.lightness)[:, None]), all_heads=True)
         self.truth_colourfulness = float(np.mean([colourfulness(p) for p in photos]))
 
-    def row(self, power: float, gain: float) -> GateRow:
+    def row(self, power: float, gain: float, edges: bool = True) -> GateRow:
+        """Scores with the gate at ``power`` and ``gain``, coloured as the service colours (``edges``: the ab
+        upsampled along L's edges) or with plain bilinear upsampling, which shows the network's own colourfulness."""
         self.model.args.neutral_gate, self.model.args.neutral_gain = power, gain
         with torch.no_grad():
             ab = self.model.decode(self.out).numpy()
-        joined = [join_ab(p, a) for p, a in zip(self.photos, ab, strict=True)]
+        joined = [
+            colour_photo(p, a, s) if edges else join_ab(p, a)
+            for p, a, s in zip(self.photos, ab, self.lightness, strict=True)
+        ]
         pairs = list(zip(joined, self.photos, strict=True))
         casts = [c for c in (neutral_cast(j, p) for j, p in pairs) if np.isfinite(c)]  # NaN: no neutral pixel
         return GateRow(
@@ -83,8 +90,10 @@ class Scorer:
 
 
 def compare(scorer: Scorer, powers: tuple[float, ...] = POWERS) -> list[GateRow]:
-    """The ungated row first, then one per power with its colourfulness-keeping gain."""
-    ungated = scorer.row(0.0, 1.0)
+    """The ungated row first, then one per power with its colourfulness-keeping gain. The ungated row is upsampled
+    bilinearly: its colourfulness is the network's own, which the gain also keeps through the smoothing of the
+    service's edge-aware upsampling (app/edges.py), and its PSNR is what the gated rows are held to."""
+    ungated = scorer.row(0.0, 1.0, edges=False)
     return [ungated, *(scorer.colour_kept(k, ungated.colourfulness) for k in powers)]
 
 

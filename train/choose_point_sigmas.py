@@ -6,14 +6,10 @@ point hints sampled from the truth as train/evaluate.py samples them, for each p
 
 from __future__ import annotations
 
-import argparse
-import os
-
 import numpy as np
 
 from app.point_follow import LIGHTNESS_SIGMA, SPATIAL_SIGMA, follow_points
-from train.data import split_images
-from train.evaluate import SEED, Hints, OnnxColorizer, join_ab, load_eval_image, psnr
+from train.evaluate import SEED, Hints, OnnxColorizer, calibration_sweep_args, colour_photo, load_eval_image, psnr
 from train.hints import place_hints
 
 SPATIAL = (0.1, 0.2, 0.3, 0.5)
@@ -31,24 +27,16 @@ def sweep(model_path: str, files: list[str]) -> tuple[float, dict[tuple[float, f
         hint_ab, mask = place_hints(model.truth_ab(truth), POINTS, np.random.default_rng([SEED, i, POINTS]))
         hints = Hints(hint_ab, mask, model.no_hints().global_hint)
         ab, small = model.raw_ab(truth, hints)  # the network once per photo; only the follow-up varies
-        without.append(psnr(join_ab(truth, ab)[..., ::-1], truth[..., ::-1]))
+        without.append(psnr(colour_photo(truth, ab, small)[..., ::-1], truth[..., ::-1]))
         for s, ls in scores:
-            out = join_ab(truth, follow_points(ab, small, hint_ab, mask, s, ls))
+            out = colour_photo(truth, follow_points(ab, small, hint_ab, mask, s, ls), small)
             scores[(s, ls)].append(psnr(out[..., ::-1], truth[..., ::-1]))
     return float(np.mean(without)), {k: float(np.mean(v)) for k, v in scores.items()}
 
 
 def main(argv: list[str] | None = None) -> tuple[float, float]:
-    p = argparse.ArgumentParser(description="Sweep the point follow-up's sigmas on the calibration split.")
-    p.add_argument("model")
-    p.add_argument("folder")
-    p.add_argument("--val_fraction", type=float, default=0.05)
-    p.add_argument("--calib_fraction", type=float, default=0.05)
-    a = p.parse_args(argv)
-    _, _, calib = split_images(a.folder, a.val_fraction, a.calib_fraction)
-    if not calib:
-        raise SystemExit(f"no calibration photos under {a.folder}")
-    without, scores = sweep(a.model, [os.path.join(a.folder, f) for f in calib])
+    path, calib = calibration_sweep_args(argv, "Sweep the point follow-up's sigmas on the calibration split.")
+    without, scores = sweep(path, calib)
     print(f"{len(calib)} calibration photos, {POINTS} points each; without the follow-up: {without:.2f} dB\n")
     print("| spatial σ (of the side) | " + " | ".join(f"lightness σ {ls:g}" for ls in LIGHTNESS) + " |")
     print("| --- |" + " ---: |" * len(LIGHTNESS))

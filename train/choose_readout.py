@@ -24,7 +24,7 @@ import torch
 
 from train.calibrate import CALIBRATION_FORMS, apply, fit
 from train.data import split_images
-from train.evaluate import colourfulness, gray_baseline, join_ab, load_eval_image, psnr, small_ab, small_lightness
+from train.evaluate import colour_photo, colourfulness, gray_baseline, load_eval_image, psnr, small_ab, small_lightness
 from train.export import load_model
 from train.model import ColorizerNet, shrink_chroma
 
@@ -58,14 +58,14 @@ class Choice:
         return "regression" if self.readout == "regression" else f"annealed mean, T {self.annealed_t:g}"
 
 
-def automatic_ab(model: ColorizerNet, photos: list[np.ndarray], size: int) -> np.ndarray:
-    """The model's uncorrected automatic ab (N, 2, S/2, S/2) for 256² BGR photos, L resized as the service does."""
-    return model.uncorrected_ab(torch.from_numpy(np.stack([small_lightness(p, size)[None] for p in photos]))).numpy()
+def automatic_ab(model: ColorizerNet, lightness: np.ndarray) -> np.ndarray:
+    """The model's uncorrected automatic ab (N, 2, S/2, S/2) for the photos' L (N, S, S) at its input size."""
+    return model.uncorrected_ab(torch.from_numpy(lightness[:, None])).numpy()
 
 
-def scores(photos: list[np.ndarray], ab: np.ndarray) -> np.ndarray:
-    """(PSNR, colourfulness) per photo (N, 2) of ab (N, 2, h, w) joined with each photo's own L."""
-    joined = [join_ab(p, a) for p, a in zip(photos, ab, strict=True)]
+def scores(photos: list[np.ndarray], lightness: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    """(PSNR, colourfulness) per photo (N, 2) of ab (N, 2, h, w), coloured as the service colours it."""
+    joined = [colour_photo(p, a, s) for p, s, a in zip(photos, lightness, ab, strict=True)]
     return np.array([(psnr(j[..., ::-1], p[..., ::-1]), colourfulness(j)) for j, p in zip(joined, photos, strict=True)])
 
 
@@ -100,15 +100,16 @@ def compare(checkpoint: str, data_dir: str = "") -> tuple[list[Choice], float]:
     if model.args.head in ("classification", "combined"):
         readouts += [("annealed_mean", t) for t in ANNEALED_TS]
     truth = np.stack([small_ab(p, int(cfg["crop_size"]) // 2) for p in photos])  # at the model's output size
+    lightness = np.stack([small_lightness(p, int(cfg["crop_size"])) for p in photos])  # (N, S, S): what it sees
     choices = []
     for readout, t in readouts:
         model.args.readout = readout
         model.args.annealed_t = t or model.args.annealed_t  # the regression head has no temperature
-        ab = automatic_ab(model, photos, int(cfg["crop_size"]))
+        ab = automatic_ab(model, lightness)
         calibrated = [(form, cross_fitted(ab, truth, form)) for form in CALIBRATION_FORMS]
         for calibration, corrected in [("none", ab), *calibrated]:
             for shrink in CHROMA_SHRINKS:
-                per_photo = scores(photos, shrunk(corrected, shrink).astype(np.float32))
+                per_photo = scores(photos, lightness, shrunk(corrected, shrink).astype(np.float32))
                 psnr_mean, colour = per_photo.mean(axis=0)
                 colour_ratio = float(colour) / truth_colourfulness
                 choices.append(Choice(readout, t, calibration, float(psnr_mean), colour_ratio, checkpoint, shrink))

@@ -24,8 +24,9 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from app.edges import guided_ab
 from app.point_follow import follow_points
-from train.data import is_calibration, is_validation, list_images, read_bgra
+from train.data import is_calibration, is_validation, list_images, read_bgra, split_images
 from train.hints import ab_distribution, global_hint, place_hints
 from train.interval import RESAMPLES, mean_interval
 from train.lab import bgr_to_lab, lab_to_bgr
@@ -112,12 +113,12 @@ class OnnxColorizer:
         return ab[0], small
 
     def __call__(self, bgr: np.ndarray, hints: Hints | None = None) -> np.ndarray:
-        """The colourised photo, as the service gives it: the network's ab moved to the point hints, joined with
-        the photo's full-resolution L."""
+        """The colourised photo, as the service gives it: the network's ab moved to the point hints, upsampled
+        along the edges of the L it saw, joined with the photo's full-resolution L."""
         ab, small = self.raw_ab(bgr, hints)
         if hints is not None:
             ab = follow_points(ab, small, hints.hint_ab, hints.hint_mask)
-        return join_ab(bgr, ab)
+        return colour_photo(bgr, ab, small)
 
 
 def small_lightness(bgr: np.ndarray, size: int) -> np.ndarray:
@@ -135,6 +136,12 @@ def join_ab(bgr: np.ndarray, ab: np.ndarray) -> np.ndarray:
     lab = bgr_to_lab(bgr)
     full = cv2.resize(ab.transpose(1, 2, 0), (bgr.shape[1], bgr.shape[0]), interpolation=cv2.INTER_LINEAR)
     return lab_to_bgr(np.dstack([lab[:, :, :1], full]))
+
+
+def colour_photo(bgr: np.ndarray, ab: np.ndarray, small_l: np.ndarray) -> np.ndarray:
+    """The network's ab (2, h, w) for a photo -> the photo as the service colours it: the ab upsampled along the
+    edges of small_l (S, S), the L the network saw (app/edges.py), then joined with the photo's own L."""
+    return join_ab(bgr, guided_ab(ab, small_l))
 
 
 def gray_baseline(bgr: np.ndarray) -> np.ndarray:
@@ -333,6 +340,21 @@ def select_split(rel: list[str], split: str, val_fraction: float, calib_fraction
     if split in ("val", "train"):
         return [f for f in rel if is_validation(f, val_fraction) == (split == "val")]
     return rel
+
+
+def calibration_sweep_args(argv: list[str] | None, description: str) -> tuple[str, list[str]]:
+    """The command line of a sweep on the calibration split (train.choose_edges, train.choose_point_sigmas): a model
+    file and the photo folder. Returns the model's path and the calibration photos' paths."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("model")
+    p.add_argument("folder")
+    p.add_argument("--val_fraction", type=float, default=0.05)
+    p.add_argument("--calib_fraction", type=float, default=0.05)
+    a = p.parse_args(argv)
+    _, _, calib = split_images(a.folder, a.val_fraction, a.calib_fraction)
+    if not calib:
+        raise SystemExit(f"no calibration photos under {a.folder}")
+    return a.model, [os.path.join(a.folder, f) for f in calib]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from app.color import join, lightness, lightness_u8, model_input
+from app.edges import guided_ab
 from app.video.media import Encoding, Timeline, VideoReader, write_segment
 from app.video.temporal import TemporalSmoother
 
@@ -71,7 +72,7 @@ def colour_frames(chunk: Chunk, ab: np.ndarray, smoother: TemporalSmoother, rota
     turns = rotation // 90
     frames = []
     for full_l, small_l, frame_ab in zip(chunk.full_l, chunk.model_l, ab, strict=True):
-        steady = smoother.update(small_l, frame_ab)  # (2, h, w), upright
+        steady = guided_ab(smoother.update(small_l, frame_ab), small_l[0])  # (2, S, S), upright, along L's edges
         coded = np.ascontiguousarray(np.rot90(steady, -turns, axes=(1, 2)))
         frames.append(join_deep(full_l, coded) if chunk.deep else join(full_l, coded))
     return frames
