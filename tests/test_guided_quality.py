@@ -83,3 +83,17 @@ def test_a_point_on_an_exif_rotated_upload_lands_where_the_user_clicked(live_ser
     assert plain.shape[:2] == (240, 320)
     hinted = colorize(live_server, upload, {"points": [{"x": 80, "y": 120, "color": RED}]})
     assert redness(hinted, 80, 120) > redness(plain, 80, 120) + 10
+
+
+def test_a_points_colour_stops_at_the_edge_of_the_surface_clicked(live_server: Server) -> None:
+    """The network's colour comes at a quarter of the model's side; resized bilinearly, a red point on a dark panel
+    bled red a dozen pixels into the light panel beside it. Put on the edges of L first (app/edges.py), the red steps
+    down where the lightness does."""
+    img = np.full((512, 512), 70, np.uint8)
+    img[:, 256:] = 190  # a dark panel, then a light one from x = 256
+    photo = cv2.imencode(".png", img)[1].tobytes()
+    hinted = colorize(live_server, photo, {"points": [{"x": 200, "y": 256, "color": RED}]})
+    a = lab(hinted)[200:312, :, 1].mean(axis=0)  # mean a of each column, over the rows around the point
+    dark_side, light_side = float(a[252:256].mean()), float(a[258:262].mean())  # 1-4 px before, 2-5 px after
+    assert dark_side > 20  # the red reached the edge of the panel clicked ...
+    assert light_side < 0.25 * dark_side, (dark_side, light_side)  # ... and stopped there (bilinear: 0.42 of it)

@@ -8,6 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -22,6 +23,7 @@ from app.video.media import (
     probe,
     write_segment,
 )
+from app.video.process import Chunk, colour_frames
 from app.video.store import Checkpoint, JobState, JobStore, QuotaExceeded, valid_id
 from app.video.temporal import FlickerMeter, TemporalSmoother
 
@@ -201,3 +203,26 @@ def test_a_checkpoint_is_whole_and_later_segments_are_dropped(tmp_path: Path) ->
     new_ab = np.zeros((2, S // 2, S // 2), np.float32)
     assert np.array_equal(restored.update(still_l(), new_ab), smoother.update(still_l(), new_ab))
     assert sorted(p.name for p in (store.dir(job_id) / "segments").iterdir()) == ["000000.seg", "000001.seg"]
+
+
+def test_each_frames_colour_is_put_on_its_own_edges_after_smoothing() -> None:
+    """Video frames are joined by the chunk loop itself (it smooths colour between frames first), so it must take
+    the same edge-aware step as images: red smeared over the edge of a dark and a light panel goes back to the
+    dark one, in every frame, 8-bit and 16-bit alike."""
+
+    size, height, width = 128, 96, 192
+    small = np.full((1, size, size), 30.0, np.float32)
+    small[:, :, size // 2 :] = 80.0  # model view: dark left, light right
+    full = np.full((height, width), 30.0, np.float32)
+    full[:, width // 2 :] = 80.0
+    x = np.arange(size // 2, dtype=np.float32) + 0.5
+    weight = np.clip((x - (size // 4 - 2)) / 4, 0, 1)  # red on the left, none on the right, blended at the edge
+    ab = np.zeros((2, 2, size // 2, size // 2), np.float32)
+    ab[:, 0] = 40 * (1 - weight)
+    for deep in (False, True):
+        chunk = Chunk([full, full], np.stack([small, small]), [0, 1], deep)
+        for frame in colour_frames(chunk, ab, TemporalSmoother(0.7), rotation=0):
+            scale = 65535.0 if deep else 255.0
+            a = cv2.cvtColor((frame.astype(np.float32) / scale), cv2.COLOR_BGR2Lab)[height // 2, :, 1]
+            assert a[width // 2 - 2] > 25, a[width // 2 - 6 : width // 2 + 6]  # the dark side keeps its red ...
+            assert a[width // 2 + 1] < 8, a[width // 2 - 6 : width // 2 + 6]  # ... the light side loses it
