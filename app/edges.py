@@ -1,6 +1,6 @@
-"""Edge-aware upsampling of the model's colour: the network gives ab at S/4 (64 × 64 for a 256 input), and
-resized bilinearly that colour bleeds across every edge by several pixels of the model's view: a blue sky
-leaks into a white temple's outline, a red coat onto the wall behind it.
+"""Edge-aware upsampling of the model's colour: the network gives ab at half the model's side S (64 × 64 for the
+shipped model's 128), and resized bilinearly that colour bleeds across every edge by several pixels of the model's
+view: a blue sky leaks into a white temple's outline, a red coat onto the wall behind it.
 
 A guided filter (He, Sun and Tang, "Guided Image Filtering", 2013), guided by the L the model saw, replaces the
 bilinear ab at S with a locally linear function of L: in each window ab ≈ a·L + b, fitted by least squares to the
@@ -17,7 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-RADIUS_OF_SIDE = 1 / 16  # window radius, as a fraction of the model's side (16 px at 256)
+RADIUS_OF_SIDE = 1 / 16  # window radius, as a fraction of the model's side (8 px at 128)
 EPSILON = 1e-4  # regularisation, in (L / 100)²: an edge of about 1 L unit already cuts the colour
 
 

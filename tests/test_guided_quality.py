@@ -86,7 +86,7 @@ def test_a_point_on_an_exif_rotated_upload_lands_where_the_user_clicked(live_ser
 
 
 def test_a_points_colour_stops_at_the_edge_of_the_surface_clicked(live_server: Server) -> None:
-    """The network's colour comes at a quarter of the model's side; resized bilinearly, a red point on a dark panel
+    """The network's colour comes at half the model's side; resized bilinearly, a red point on a dark panel
     bled red a dozen pixels into the light panel beside it. Put on the edges of L first (app/edges.py), the red steps
     down where the lightness does."""
     img = np.full((512, 512), 70, np.uint8)
