@@ -44,7 +44,6 @@ class Photo:
     small: np.ndarray  # (S, S) the L the model saw
     auto: np.ndarray  # (2, h, w) automatic ab
     hinted: np.ndarray  # (2, h, w) ab with 10 points, followed
-    hint_ab: np.ndarray
 
 
 @dataclass
@@ -65,7 +64,7 @@ def network_outputs(model: OnnxColorizer, files: list[str]) -> list[Photo]:
         hint_ab, mask = place_hints(model.truth_ab(truth), POINTS, np.random.default_rng([SEED, i, POINTS]))
         auto, small = model.raw_ab(truth)
         hinted, _ = model.raw_ab(truth, Hints(hint_ab, mask, model.no_hints().global_hint))
-        photos.append(Photo(truth, small, auto, follow_points(hinted, small, hint_ab, mask), hint_ab))
+        photos.append(Photo(truth, small, auto, follow_points(hinted, small, hint_ab, mask)))
     return photos
 
 
