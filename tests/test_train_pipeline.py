@@ -15,7 +15,16 @@ import pytest
 import torch
 
 from tests.conftest import photo_like
-from train import choose_edges, choose_gate, choose_point_sigmas, choose_readout, compare, evaluate, export
+from train import (
+    choose_edges,
+    choose_gate,
+    choose_point_sigmas,
+    choose_readout,
+    compare,
+    corrections,
+    evaluate,
+    export,
+)
 from train.config import parse_config
 from train.ema import WeightAverage
 from train.train import train
@@ -183,6 +192,16 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         edges = choose_edges.main([str(onnx_path), str(photo_dir)])  # the edge-aware upsampling's radius and ε
         assert (edges.radius, edges.epsilon) in {(0.0, 0.0)} | set(product(choose_edges.RADII, choose_edges.EPSILONS))
         assert edges.gain > 1 or edges.radius == 0  # the filter smooths colour; the gain it needs hands that back
+        # corrections after the network, each at the served colourfulness; a model paired with itself is itself
+        rows = corrections.main([str(onnx_path), str(photo_dir), "--with", str(onnx_path)])
+        served, *corrected, itself = rows
+        assert (served.name, served.gain) == ("as served", 1.0)
+        assert [r.name for r in corrected] == list(corrections.CORRECTIONS)
+        inside = [r for r in corrected if corrections.GAIN_RANGE[0] < r.gain < corrections.GAIN_RANGE[1] - 0.01]
+        assert inside
+        assert all(abs(r.colourfulness / served.colourfulness - 1) < 0.01 for r in inside)
+        assert abs(itself.gain - 1) < 0.01  # the models' mean, not their sum
+        assert abs(itself.psnr - served.psnr) < 0.01
 
     report = tmp_path / "eval"
     evaluate.main([str(onnx_path), str(photo_dir), "--out", str(report), "--limit", "4"])

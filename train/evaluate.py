@@ -342,19 +342,29 @@ def select_split(rel: list[str], split: str, val_fraction: float, calib_fraction
     return rel
 
 
-def calibration_sweep_args(argv: list[str] | None, description: str) -> tuple[str, list[str]]:
-    """The command line of a sweep on the calibration split (train.choose_edges, train.choose_point_sigmas): a model
-    file and the photo folder. Returns the model's path and the calibration photos' paths."""
+def calibration_sweep_parser(description: str) -> argparse.ArgumentParser:
+    """The command line of a sweep on the calibration split (train.choose_edges, train.choose_point_sigmas,
+    train.corrections): a model file and the photo folder; a sweep may add options."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("model")
     p.add_argument("folder")
     p.add_argument("--val_fraction", type=float, default=0.05)
     p.add_argument("--calib_fraction", type=float, default=0.05)
-    a = p.parse_args(argv)
+    return p
+
+
+def calibration_files(a: argparse.Namespace) -> list[str]:
+    """The calibration photos' paths for a parsed calibration_sweep_parser command line."""
     _, _, calib = split_images(a.folder, a.val_fraction, a.calib_fraction)
     if not calib:
         raise SystemExit(f"no calibration photos under {a.folder}")
-    return a.model, [os.path.join(a.folder, f) for f in calib]
+    return [os.path.join(a.folder, f) for f in calib]
+
+
+def calibration_sweep_args(argv: list[str] | None, description: str) -> tuple[str, list[str]]:
+    """A sweep's model path and calibration photos' paths, from its command line (calibration_sweep_parser)."""
+    a = calibration_sweep_parser(description).parse_args(argv)
+    return a.model, calibration_files(a)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,141 @@
+"""Could a step after the network raise a model's automatic PSNR? Corrections of its automatic ab, scored on the
+calibration split (never the evaluation split) at the model's own colourfulness.
+
+Any correction that fades colour raises PSNR by itself (a grayer guess is a safer one), so each correction's ab is
+scaled by the gain that brings the photos' colourfulness back to the model's as served; only then is its PSNR a
+fair comparison. The photos are coloured as the service colours them (app/edges.py, then the join).
+
+The corrections: a gray-world shift (a share of each photo's mean or median ab taken off every pixel), and a fade
+of the highlights (white subjects that come out cream). With ``--with other.onnx`` a last row scores the mean of the
+two models' ab: if two separately trained networks made independent errors, their mean would beat either.
+
+    python -m train.corrections models/colorizer.onnx ~/.cache/colorize/train --with runs/v21/v21.onnx
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from train.evaluate import (
+    OnnxColorizer,
+    calibration_files,
+    calibration_sweep_parser,
+    colour_photo,
+    colourfulness,
+    load_eval_image,
+    neutral_cast,
+    psnr,
+)
+
+Correction = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (ab (2, h, w), the L the model saw (S, S)) -> ab
+GAIN_RANGE = (0.5, 3.0)
+GAIN_STEPS = 10  # bisection steps: the gain to within 2.5 / 2^10 ≈ 0.002
+
+
+@dataclass
+class Photo:
+    truth: np.ndarray  # uint8 BGR at the evaluation size
+    small: np.ndarray  # (S, S) the L the model saw
+    ab: np.ndarray  # (2, h, w) the automatic ab
+
+
+@dataclass
+class CorrectionRow:
+    name: str
+    gain: float  # the corrected ab's scale that gives the model's colourfulness back (1 for the model as served)
+    psnr: float
+    colourfulness: float  # the photos' mean (Hasler–Süsstrunk M)
+    neutral_cast: float  # mean chroma where the truth is neutral, over the photos that have any
+
+
+def shift_by(statistic: Callable[..., np.ndarray], share: float) -> Correction:
+    """Takes ``share`` of the photo's mean or median ab off every pixel."""
+    return lambda ab, small: ab - share * statistic(ab.reshape(2, -1), axis=1)[:, None, None]
+
+
+def fade_highlights(strength: float, from_l: float) -> Correction:
+    """Multiplies ab by 1 − strength · t, t rising from 0 at L = from_l to 1 at L = 100."""
+
+    def fade(ab: np.ndarray, small: np.ndarray) -> np.ndarray:
+        lightness = cv2.resize(small, (ab.shape[2], ab.shape[1]), interpolation=cv2.INTER_AREA)
+        return ab * (1 - strength * np.clip((lightness - from_l) / (100 - from_l), 0, 1))[None]
+
+    return fade
+
+
+CORRECTIONS: dict[str, Correction] = {
+    "mean ab × 0.5 off": shift_by(np.mean, 0.5),
+    "mean ab × 1 off": shift_by(np.mean, 1.0),
+    "median ab × 0.5 off": shift_by(np.median, 0.5),
+    "median ab × 1 off": shift_by(np.median, 1.0),
+    "highlights above L 70 faded by up to 0.5": fade_highlights(0.5, 70),
+    "highlights above L 70 faded by up to 1": fade_highlights(1.0, 70),
+    "highlights above L 50 faded by up to 0.5": fade_highlights(0.5, 50),
+    "highlights above L 80 faded by up to 1": fade_highlights(1.0, 80),
+}
+
+
+def automatic_outputs(models: list[OnnxColorizer], files: list[str]) -> list[Photo]:
+    """Each photo's automatic ab: the first model's, or with several models the mean of theirs."""
+    photos = []
+    for path in files:
+        truth = load_eval_image(path)
+        outputs = [model.raw_ab(truth) for model in models]
+        photos.append(Photo(truth, outputs[0][1], np.mean([ab for ab, _ in outputs], axis=0)))
+    return photos
+
+
+def score(photos: list[Photo], name: str, correct: Correction, gain: float) -> CorrectionRow:
+    coloured = [(colour_photo(p.truth, gain * correct(p.ab, p.small), p.small), p.truth) for p in photos]
+    casts = [c for c in (neutral_cast(out, truth) for out, truth in coloured) if np.isfinite(c)]
+    return CorrectionRow(
+        name,
+        gain,
+        float(np.mean([psnr(out, truth) for out, truth in coloured])),
+        float(np.mean([colourfulness(out) for out, _ in coloured])),
+        float(np.mean(casts)) if casts else float("nan"),
+    )
+
+
+def at_colourfulness(photos: list[Photo], name: str, correct: Correction, target: float) -> CorrectionRow:
+    """The correction's row at the gain whose colourfulness is ``target`` (it grows with the gain); at the end of
+    GAIN_RANGE when the range cannot reach it."""
+    low, high = GAIN_RANGE
+    for _ in range(GAIN_STEPS):
+        middle = (low + high) / 2
+        low, high = (middle, high) if score(photos, name, correct, middle).colourfulness < target else (low, middle)
+    return score(photos, name, correct, (low + high) / 2)
+
+
+def compare(model: OnnxColorizer, files: list[str], other: OnnxColorizer | None = None) -> list[CorrectionRow]:
+    """The model as served first, then each correction (and the two models' mean) at its colourfulness."""
+    photos = automatic_outputs([model], files)
+    served = score(photos, "as served", lambda ab, small: ab, 1.0)
+    rows = [served, *(at_colourfulness(photos, n, c, served.colourfulness) for n, c in CORRECTIONS.items())]
+    if other is not None:
+        pair = automatic_outputs([model, other], files)
+        rows.append(at_colourfulness(pair, "mean of the two models' ab", lambda ab, small: ab, served.colourfulness))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[CorrectionRow]:
+    parser = calibration_sweep_parser("Score corrections after the network on the calibration split.")
+    parser.add_argument("--with", dest="other", default="", help="a second model file: also score the two's mean")
+    a = parser.parse_args(argv)
+    files = calibration_files(a)
+    model = OnnxColorizer(a.model)
+    rows = compare(model, files, OnnxColorizer(a.other) if a.other else None)
+    print(f"{len(files)} calibration photos; each correction at the colourfulness of the model as served\n")
+    print("| correction | gain | PSNR (dB) | colourfulness | neutral cast |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r.name} | {r.gain:.3f} | {r.psnr:.3f} | {r.colourfulness:.2f} | {r.neutral_cast:.2f} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
