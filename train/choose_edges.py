@@ -24,6 +24,7 @@ from train.evaluate import (
     OnnxColorizer,
     calibration_sweep_args,
     colourfulness,
+    gain_for_colourfulness,
     join_ab,
     load_eval_image,
     psnr,
@@ -85,11 +86,7 @@ def score(photos: list[Photo], radius: float, epsilon: float, target_colourfulne
     plain = colour(1.0)
     gain = 1.0
     if target_colourfulness is not None:
-        low, high = GAIN_RANGE
-        for _ in range(GAIN_STEPS):  # colourfulness grows with the gain
-            gain = (low + high) / 2
-            low, high = (gain, high) if colour(gain) < target_colourfulness else (low, gain)
-        gain = (low + high) / 2
+        gain = gain_for_colourfulness(colour, target_colourfulness, GAIN_RANGE, GAIN_STEPS)
     return EdgeRow(
         radius,
         epsilon,

@@ -24,7 +24,16 @@ import torch
 
 from train.calibrate import calibrate
 from train.data import split_images
-from train.evaluate import colour_photo, colourfulness, join_ab, load_eval_image, neutral_cast, psnr, small_lightness
+from train.evaluate import (
+    colour_photo,
+    colourfulness,
+    gain_for_colourfulness,
+    join_ab,
+    load_eval_image,
+    neutral_cast,
+    psnr,
+    small_lightness,
+)
 from train.export import load_model
 from train.model import ColorizerNet, HeadOutput
 
@@ -79,14 +88,11 @@ class Scorer:
     def colour_kept(self, power: float, colourfulness: float) -> GateRow:
         """The row at ``power`` whose gain brings the colourfulness back to ``colourfulness`` (bisection: it grows
         with the gain); at the top of GAIN_RANGE when even that falls short."""
-        low, high = GAIN_RANGE
-        top = self.row(power, high)
+        top = self.row(power, GAIN_RANGE[1])
         if top.colourfulness <= colourfulness:
             return top
-        for _ in range(GAIN_STEPS):
-            middle = (low + high) / 2
-            low, high = (middle, high) if self.row(power, middle).colourfulness < colourfulness else (low, middle)
-        return self.row(power, (low + high) / 2)
+        gain = gain_for_colourfulness(lambda g: self.row(power, g).colourfulness, colourfulness, GAIN_RANGE, GAIN_STEPS)
+        return self.row(power, gain)
 
 
 def compare(scorer: Scorer, powers: tuple[float, ...] = POWERS) -> list[GateRow]:

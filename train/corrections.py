@@ -20,12 +20,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from app.edges import guided_ab
 from train.evaluate import (
     OnnxColorizer,
     calibration_files,
     calibration_sweep_parser,
-    colour_photo,
     colourfulness,
+    gain_for_colourfulness,
+    join_ab,
     load_eval_image,
     neutral_cast,
     psnr,
@@ -79,46 +81,51 @@ CORRECTIONS: dict[str, Correction] = {
 }
 
 
-def automatic_outputs(models: list[OnnxColorizer], files: list[str]) -> list[Photo]:
-    """Each photo's automatic ab: the first model's, or with several models the mean of theirs."""
+def automatic_outputs(model: OnnxColorizer, files: list[str]) -> list[Photo]:
     photos = []
     for path in files:
         truth = load_eval_image(path)
-        outputs = [model.raw_ab(truth) for model in models]
-        photos.append(Photo(truth, outputs[0][1], np.mean([ab for ab, _ in outputs], axis=0)))
+        ab, small = model.raw_ab(truth)
+        photos.append(Photo(truth, small, ab))
     return photos
 
 
-def score(photos: list[Photo], name: str, correct: Correction, gain: float) -> CorrectionRow:
-    coloured = [(colour_photo(p.truth, gain * correct(p.ab, p.small), p.small), p.truth) for p in photos]
-    casts = [c for c in (neutral_cast(out, truth) for out, truth in coloured) if np.isfinite(c)]
+def at_colourfulness(photos: list[Photo], name: str, correct: Correction, target: float | None) -> CorrectionRow:
+    """The correction's row at the gain whose colourfulness is ``target`` (at gain 1 when ``target`` is None); at
+    the end of GAIN_RANGE when the range cannot reach it."""
+    # The edge-aware step is linear in ab, so the corrected colour is put on the edges once and only scaled after.
+    on_edges = [guided_ab(correct(p.ab, p.small), p.small) for p in photos]
+
+    def coloured(gain: float) -> list[np.ndarray]:
+        return [join_ab(p.truth, gain * ab) for p, ab in zip(photos, on_edges, strict=True)]
+
+    def colourfulness_at(gain: float) -> float:
+        return float(np.mean([colourfulness(out) for out in coloured(gain)]))
+
+    gain = 1.0 if target is None else gain_for_colourfulness(colourfulness_at, target, GAIN_RANGE, GAIN_STEPS)
+    pairs = list(zip(coloured(gain), (p.truth for p in photos), strict=True))
+    casts = [c for c in (neutral_cast(out, truth) for out, truth in pairs) if np.isfinite(c)]
     return CorrectionRow(
         name,
         gain,
-        float(np.mean([psnr(out, truth) for out, truth in coloured])),
-        float(np.mean([colourfulness(out) for out, _ in coloured])),
+        float(np.mean([psnr(out, truth) for out, truth in pairs])),
+        float(np.mean([colourfulness(out) for out, _ in pairs])),
         float(np.mean(casts)) if casts else float("nan"),
     )
 
 
-def at_colourfulness(photos: list[Photo], name: str, correct: Correction, target: float) -> CorrectionRow:
-    """The correction's row at the gain whose colourfulness is ``target`` (it grows with the gain); at the end of
-    GAIN_RANGE when the range cannot reach it."""
-    low, high = GAIN_RANGE
-    for _ in range(GAIN_STEPS):
-        middle = (low + high) / 2
-        low, high = (middle, high) if score(photos, name, correct, middle).colourfulness < target else (low, middle)
-    return score(photos, name, correct, (low + high) / 2)
+def unchanged(ab: np.ndarray, small: np.ndarray) -> np.ndarray:
+    return ab
 
 
 def compare(model: OnnxColorizer, files: list[str], other: OnnxColorizer | None = None) -> list[CorrectionRow]:
     """The model as served first, then each correction (and the two models' mean) at its colourfulness."""
-    photos = automatic_outputs([model], files)
-    served = score(photos, "as served", lambda ab, small: ab, 1.0)
+    photos = automatic_outputs(model, files)
+    served = at_colourfulness(photos, "as served", unchanged, None)
     rows = [served, *(at_colourfulness(photos, n, c, served.colourfulness) for n, c in CORRECTIONS.items())]
     if other is not None:
-        pair = automatic_outputs([model, other], files)
-        rows.append(at_colourfulness(pair, "mean of the two models' ab", lambda ab, small: ab, served.colourfulness))
+        pair = [Photo(p.truth, p.small, (p.ab + other.raw_ab(p.truth)[0]) / 2) for p in photos]
+        rows.append(at_colourfulness(pair, "mean of the two models' ab", unchanged, served.colourfulness))
     return rows
 
 

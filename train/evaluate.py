@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -142,6 +143,19 @@ def colour_photo(bgr: np.ndarray, ab: np.ndarray, small_l: np.ndarray) -> np.nda
     """The network's ab (2, h, w) for a photo -> the photo as the service colours it: the ab upsampled along the
     edges of small_l (S, S), the L the network saw (app/edges.py), then joined with the photo's own L."""
     return join_ab(bgr, guided_ab(ab, small_l))
+
+
+def gain_for_colourfulness(
+    colourfulness_at: Callable[[float], float], target: float, gain_range: tuple[float, float], steps: int
+) -> float:
+    """The gain at which ``colourfulness_at(gain)`` is ``target``, by bisection over ``gain_range`` (colourfulness
+    grows with the gain); near the range's top when even that falls short. Used wherever a change of the colour is
+    compared with the model's own at equal colourfulness (choose_gate, choose_edges, corrections)."""
+    low, high = gain_range
+    for _ in range(steps):
+        middle = (low + high) / 2
+        low, high = (middle, high) if colourfulness_at(middle) < target else (low, middle)
+    return (low + high) / 2
 
 
 def gray_baseline(bgr: np.ndarray) -> np.ndarray:
