@@ -39,6 +39,7 @@ from train.model import ColorizerNet, HeadOutput
 
 POWERS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 PSNR_TOLERANCE = 0.02  # dB of calibration-split PSNR a gate may give up for a lower cast
+TARGET_GAIN_RANGE = (0.25, 4.0)  # with a colourfulness to reach, a model more colourful than it is faded
 GAIN_RANGE = (1.0, 4.0)  # the gain is searched in; a gate only removes chroma, so handing it back needs gain >= 1
 GAIN_STEPS = 12  # bisection steps: the gain to within (4 − 1) / 2^12 ≈ 0.001
 
@@ -85,22 +86,27 @@ class Scorer:
             float(np.mean(casts)) if casts else float("nan"),
         )
 
-    def colour_kept(self, power: float, colourfulness: float) -> GateRow:
+    def colour_kept(self, power: float, colourfulness: float, gains: tuple[float, float] = GAIN_RANGE) -> GateRow:
         """The row at ``power`` whose gain brings the colourfulness back to ``colourfulness`` (bisection: it grows
-        with the gain); at the top of GAIN_RANGE when even that falls short."""
-        top = self.row(power, GAIN_RANGE[1])
+        with the gain); at the top of ``gains`` when even that falls short."""
+        top = self.row(power, gains[1])
         if top.colourfulness <= colourfulness:
             return top
-        gain = gain_for_colourfulness(lambda g: self.row(power, g).colourfulness, colourfulness, GAIN_RANGE, GAIN_STEPS)
+        gain = gain_for_colourfulness(lambda g: self.row(power, g).colourfulness, colourfulness, gains, GAIN_STEPS)
         return self.row(power, gain)
 
 
-def compare(scorer: Scorer, powers: tuple[float, ...] = POWERS) -> list[GateRow]:
+def compare(scorer: Scorer, powers: tuple[float, ...] = POWERS, colourfulness: float | None = None) -> list[GateRow]:
     """The ungated row first, then one per power with its colourfulness-keeping gain. The ungated row is upsampled
     bilinearly: its colourfulness is the network's own, which the gain also keeps through the smoothing of the
-    service's edge-aware upsampling (app/edges.py), and its PSNR is what the gated rows are held to."""
+    service's edge-aware upsampling (app/edges.py), and its PSNR is what the gated rows are held to.
+
+    ``colourfulness`` (÷ truth's) sets the gated rows to that colourfulness instead, gains below 1 allowed: two
+    models compared at one colourfulness, since a model that fades its colour gains PSNR by that alone."""
     ungated = scorer.row(0.0, 1.0, edges=False)
-    return [ungated, *(scorer.colour_kept(k, ungated.colourfulness) for k in powers)]
+    if colourfulness is None:
+        return [ungated, *(scorer.colour_kept(k, ungated.colourfulness) for k in powers)]
+    return [ungated, *(scorer.colour_kept(k, colourfulness, TARGET_GAIN_RANGE) for k in powers)]
 
 
 def best_row(rows: list[GateRow]) -> GateRow:
@@ -111,13 +117,15 @@ def best_row(rows: list[GateRow]) -> GateRow:
     return min(kept, key=lambda r: r.neutral_cast) if kept else ungated
 
 
-def calibration_rows(model: ColorizerNet, cfg: dict, data_dir: str) -> list[GateRow]:
+def calibration_rows(
+    model: ColorizerNet, cfg: dict, data_dir: str, colourfulness: float | None = None
+) -> list[GateRow]:
     """compare() on the calibration split of the run whose training config is ``cfg``."""
     _, _, calib = split_images(data_dir, cfg["val_fraction"], cfg["calib_fraction"])
     if not calib:
         raise SystemExit(f"no calibration photos under {data_dir}")
     photos = [load_eval_image(os.path.join(data_dir, f)) for f in calib]
-    return compare(Scorer(model, photos, int(cfg["crop_size"])))
+    return compare(Scorer(model, photos, int(cfg["crop_size"])), colourfulness=colourfulness)
 
 
 def main(argv: list[str] | None = None) -> GateRow:
@@ -132,6 +140,13 @@ def main(argv: list[str] | None = None) -> GateRow:
     )
     p.add_argument("--data_dir", default="", help="photos; default: the checkpoint's data_dir")
     p.add_argument("--cache_dir", default="", help="decoded-photo cache for --calibrate; default: the run's")
+    p.add_argument(
+        "--colourfulness",
+        type=float,
+        default=0.0,
+        help="gate every power to this colourfulness (÷ the truth's) instead of the ungated read-out's, to compare "
+        "two models at one colourfulness",
+    )
     a = p.parse_args(argv)
     model, ckpt = load_model(a.checkpoint, a.annealed_t, a.readout)
     if model.args.head == "regression":
@@ -140,7 +155,7 @@ def main(argv: list[str] | None = None) -> GateRow:
     root = a.data_dir or cfg["data_dir"]
     if a.calibrate:
         calibrate(model, root, cfg, a.cache_dir)
-    rows = calibration_rows(model, cfg, root)
+    rows = calibration_rows(model, cfg, root, a.colourfulness or None)
     print("| power | gain | PSNR, calibration split (dB) | colourfulness ÷ truth | neutral cast |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for r in rows:

@@ -28,6 +28,10 @@ class TrainConfig:
     # The combined head's regression term: "l1" (colorization-pytorch; learns each channel's median, which commits to
     # one colour of a bimodal object) or "l2" (learns the mean, which PSNR rewards: unsure colour fades toward gray).
     regression_loss: str = "l1"
+    # > 0: add this × the batch's mean ln(MSE + rgb_log_floor) of each photo in sRGB (train/rgb_loss.py): the
+    # evaluation's per-photo PSNR as a loss, which weighs nearly-gray photos by how little error they have left.
+    rgb_log_weight: float = 0.0
+    rgb_log_floor: float = 1e-4  # caps a right photo's weight; 1e-4 is a PSNR of 40 dB
     skips: bool = True  # U-Net shortcuts from the encoder into the decoder
     hints: bool = True  # train with sampled local and global colour hints (Zhang et al. 2017)
     hint_adapter: bool = False  # also a second path from the local hints into the encoder (train.model.HintAdapter)
@@ -92,6 +96,10 @@ def parse_config(argv: list[str] | None = None, base: TrainConfig | None = None)
         parser.error(f"--regression_loss must be l1 or l2, not {cfg.regression_loss!r}")
     if cfg.regression_loss != "l1" and cfg.head != "combined":
         parser.error("--regression_loss is the combined head's regression term; --head regression trains smooth L1")
+    if cfg.rgb_log_weight and cfg.head == "classification":
+        parser.error("--rgb_log_weight needs a regression output (--head regression or combined)")
+    if cfg.rgb_log_floor <= 0:
+        parser.error(f"--rgb_log_floor must be positive, not {cfg.rgb_log_floor}")
     if cfg.precision not in ("fp32", "bf16"):
         parser.error(f"--precision must be fp32 or bf16, not {cfg.precision!r}")
     if cfg.hint_adapter and not cfg.hints:

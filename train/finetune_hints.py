@@ -154,7 +154,7 @@ def anchor_term(
     def to_colour(lightness: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             colour = teacher(lightness).float()
-        return objective(model(lightness, features_only=True), colour)
+        return objective(model(lightness, features_only=True), colour, lightness)
 
     return to_start if anchor_to is None else to_colour
 
@@ -193,7 +193,7 @@ def finetune(
         for group in opt.param_groups:  # cosine decay over the time budget, so the run ends on a settled step
             group["lr"] = group["peak_lr"] * 0.5 * (1 + math.cos(math.pi * (time.time() - start) / seconds))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = objective(model(lightness, *hints, features_only=True), ab)
+            loss = objective(model(lightness, *hints, features_only=True), ab, lightness)
             held = torch.zeros(())
             if held_to is not None:
                 held = held_to(lightness[: max(1, len(lightness) // 2)])

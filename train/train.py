@@ -31,6 +31,7 @@ from train.data import RandomCrops, load_cached, split_images, validation_batch
 from train.ema import WeightAverage
 from train.lab import bgr_to_lab
 from train.model import AB_NORM, ColorizerNet, HeadOutput, ModelArgs
+from train.rgb_loss import log_rgb_mse
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,15 @@ class Objective:
         self.cfg, self.centres, self.weights = cfg, centres, weights
         self.distance = F.mse_loss if cfg.regression_loss == "l2" else F.l1_loss  # the combined head's regression term
 
-    def __call__(self, out: HeadOutput, ab: torch.Tensor) -> torch.Tensor:
+    def __call__(self, out: HeadOutput, ab: torch.Tensor, lightness: torch.Tensor | None = None) -> torch.Tensor:
+        """``lightness`` (the input L) is needed only by the sRGB term (``rgb_log_weight``)."""
         loss = ab.new_zeros(())
+        if self.cfg.rgb_log_weight and out.ab_norm is not None:
+            if lightness is None:
+                raise ValueError("the sRGB term (rgb_log_weight) needs the input lightness")
+            loss = loss + self.cfg.rgb_log_weight * log_rgb_mse(
+                lightness, out.ab_norm * AB_NORM, ab, self.cfg.rgb_log_floor
+            )
         if out.logits is not None:
             assert self.centres is not None
             assert self.weights is not None
@@ -80,7 +88,7 @@ class Objective:
             loss = loss + rebalanced_cross_entropy(out.logits, targets, nearest, self.weights)
         if out.ab_norm is not None:
             if self.cfg.head == "regression":
-                return F.smooth_l1_loss(out.ab_norm, ab / AB_NORM, beta=0.05)
+                return loss + F.smooth_l1_loss(out.ab_norm, ab / AB_NORM, beta=0.05)
             loss = loss + self.cfg.regression_weight * self.distance(out.ab_norm, ab / AB_NORM)
         return loss
 
@@ -234,7 +242,8 @@ def train(cfg: TrainConfig) -> str:
             group["lr"] = lr_at(step, minutes, cfg)
         lightness = lightness.to(device).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            loss = objective(net(lightness, *(h.to(device) for h in hints), features_only=True), ab.to(device))
+            out = net(lightness, *(h.to(device) for h in hints), features_only=True)
+            loss = objective(out, ab.to(device), lightness)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -278,10 +287,10 @@ def evaluate_loss(
     if lightness is None or ab is None:
         return None
     model.eval()
-    losses = [
-        objective(model.heads(lightness[i : i + 32].to(device)), ab[i : i + 32].to(device)).item()
-        for i in range(0, len(lightness), 32)
-    ]
+    losses = []
+    for i in range(0, len(lightness), 32):
+        batch = lightness[i : i + 32].to(device)
+        losses.append(objective(model.heads(batch), ab[i : i + 32].to(device), batch).item())
     model.train()
     return float(np.mean(losses))
 
