@@ -16,15 +16,14 @@ keep PSNR within PSNR_TOLERANCE of the ungated read-out's; none when no power do
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from train.calibrate import calibrate
-from train.data import split_images
 from train.evaluate import (
+    calibration_paths,
     colour_photo,
     colourfulness,
     gain_for_colourfulness,
@@ -104,9 +103,8 @@ def compare(scorer: Scorer, powers: tuple[float, ...] = POWERS, colourfulness: f
     ``colourfulness`` (÷ truth's) sets the gated rows to that colourfulness instead, gains below 1 allowed: two
     models compared at one colourfulness, since a model that fades its colour gains PSNR by that alone."""
     ungated = scorer.row(0.0, 1.0, edges=False)
-    if colourfulness is None:
-        return [ungated, *(scorer.colour_kept(k, ungated.colourfulness) for k in powers)]
-    return [ungated, *(scorer.colour_kept(k, colourfulness, TARGET_GAIN_RANGE) for k in powers)]
+    target, gains = (ungated.colourfulness, GAIN_RANGE) if colourfulness is None else (colourfulness, TARGET_GAIN_RANGE)
+    return [ungated, *(scorer.colour_kept(k, target, gains) for k in powers)]
 
 
 def best_row(rows: list[GateRow]) -> GateRow:
@@ -121,10 +119,8 @@ def calibration_rows(
     model: ColorizerNet, cfg: dict, data_dir: str, colourfulness: float | None = None
 ) -> list[GateRow]:
     """compare() on the calibration split of the run whose training config is ``cfg``."""
-    _, _, calib = split_images(data_dir, cfg["val_fraction"], cfg["calib_fraction"])
-    if not calib:
-        raise SystemExit(f"no calibration photos under {data_dir}")
-    photos = [load_eval_image(os.path.join(data_dir, f)) for f in calib]
+    paths = calibration_paths(data_dir, cfg["val_fraction"], cfg["calib_fraction"])
+    photos = [load_eval_image(path) for path in paths]
     return compare(Scorer(model, photos, int(cfg["crop_size"])), colourfulness=colourfulness)
 
 

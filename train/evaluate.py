@@ -367,12 +367,17 @@ def calibration_sweep_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def calibration_paths(folder: str, val_fraction: float, calib_fraction: float) -> list[str]:
+    """The calibration split's photo paths under ``folder``; exits when there are none."""
+    _, _, calib = split_images(folder, val_fraction, calib_fraction)
+    if not calib:
+        raise SystemExit(f"no calibration photos under {folder}")
+    return [os.path.join(folder, f) for f in calib]
+
+
 def calibration_files(a: argparse.Namespace) -> list[str]:
     """The calibration photos' paths for a parsed calibration_sweep_parser command line."""
-    _, _, calib = split_images(a.folder, a.val_fraction, a.calib_fraction)
-    if not calib:
-        raise SystemExit(f"no calibration photos under {a.folder}")
-    return [os.path.join(a.folder, f) for f in calib]
+    return calibration_paths(a.folder, a.val_fraction, a.calib_fraction)
 
 
 def calibration_sweep_args(argv: list[str] | None, description: str) -> tuple[str, list[str]]:
