@@ -206,6 +206,15 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         assert all(abs(r.colourfulness / served.colourfulness - 1) < 0.01 for r in inside)
         assert abs(itself.gain - 1) < 0.01  # the models' mean, not their sum
         assert abs(itself.psnr - served.psnr) < 0.01
+        # the bound in hindsight: its scale-1 column is the colour as served, and each photo's best is at least that
+        photos = corrections.automatic_outputs(
+            evaluate.OnnxColorizer(str(onnx_path)), evaluate.calibration_paths(str(photo_dir), 0.05, 0.05)
+        )
+        bound = corrections.hindsight(photos)
+        assert abs(bound.served - served.psnr) < 1e-6
+        assert bound.best >= bound.served
+        assert len(bound.scales) == len(photos)
+        assert set(bound.correlations) == set(corrections.photo_statistics(photos[0]))
 
     report = tmp_path / "eval"
     evaluate.main([str(onnx_path), str(photo_dir), "--out", str(report), "--limit", "4"])

@@ -36,6 +36,8 @@ from train.evaluate import (
 Correction = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (ab (2, h, w), the L the model saw (S, S)) -> ab
 GAIN_RANGE = (0.5, 3.0)
 GAIN_STEPS = 10  # bisection steps: the gain to within 2.5 / 2^10 ≈ 0.002
+HINDSIGHT_SCALES = np.linspace(0.0, 1.6, 33)  # steps of 0.05; 1 (the model as served) and 0 (gray) among them
+FLAT_STD = 0.3  # L units: a pixel whose 5 × 5 neighbourhood varies less is "flat" (a backdrop, a clear sky)
 
 
 @dataclass
@@ -118,9 +120,8 @@ def unchanged(ab: np.ndarray, small: np.ndarray) -> np.ndarray:
     return ab
 
 
-def compare(model: OnnxColorizer, files: list[str], other: OnnxColorizer | None = None) -> list[CorrectionRow]:
+def compare(photos: list[Photo], other: OnnxColorizer | None = None) -> list[CorrectionRow]:
     """The model as served first, then each correction (and the two models' mean) at its colourfulness."""
-    photos = automatic_outputs(model, files)
     served = at_colourfulness(photos, "as served", unchanged, None)
     rows = [served, *(at_colourfulness(photos, n, c, served.colourfulness) for n, c in CORRECTIONS.items())]
     if other is not None:
@@ -129,18 +130,64 @@ def compare(model: OnnxColorizer, files: list[str], other: OnnxColorizer | None 
     return rows
 
 
+@dataclass
+class Hindsight:
+    served: float  # mean PSNR at scale 1
+    best: float  # mean of each photo's best PSNR over HINDSIGHT_SCALES
+    scales: np.ndarray  # each photo's best scale
+    correlations: dict[str, float]  # Pearson r of the best scale with each photo statistic
+
+
+def photo_statistics(p: Photo) -> dict[str, float]:
+    """What a service could know about a photo before colouring it, besides the network's answer."""
+    local_mean = cv2.blur(p.small, (5, 5))
+    local_std = np.sqrt(np.maximum(cv2.blur(p.small**2, (5, 5)) - local_mean**2, 0))
+    return {
+        "predicted chroma": float(np.hypot(*p.ab).mean()),
+        "mean L": float(p.small.mean()),
+        "spread of L": float(p.small.std()),
+        "share above L 80": float((p.small > 80).mean()),
+        "share flat": float((local_std < FLAT_STD).mean()),
+    }
+
+
+def pearson(x: list[float], y: np.ndarray) -> float:
+    """Pearson's r; NaN (without numpy's warnings) where either side does not vary, or for fewer than 3 photos."""
+    xs, ys = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if xs.size < 3 or xs.std() == 0 or ys.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(xs, ys)[0, 1])
+
+
+def hindsight(photos: list[Photo]) -> Hindsight:
+    """Each photo at the scale of its ab that scores best against its truth (see the module's docstring)."""
+    curves = []
+    for p in photos:
+        on_edges = guided_ab(p.ab, p.small)
+        curves.append([psnr(join_ab(p.truth, s * on_edges), p.truth) for s in HINDSIGHT_SCALES])
+    scores = np.array(curves)  # (photos, scales)
+    scales = HINDSIGHT_SCALES[scores.argmax(axis=1)]
+    stats = [photo_statistics(p) for p in photos]
+    correlations = {k: pearson([s[k] for s in stats], scales) for k in stats[0]}
+    served = float(scores[:, np.flatnonzero(np.isclose(HINDSIGHT_SCALES, 1.0))[0]].mean())
+    return Hindsight(served, float(scores.max(axis=1).mean()), scales, correlations)
+
+
 def main(argv: list[str] | None = None) -> list[CorrectionRow]:
     parser = calibration_sweep_parser("Score corrections after the network on the calibration split.")
     parser.add_argument("--with", dest="other", default="", help="a second model file: also score the two's mean")
     a = parser.parse_args(argv)
     files = calibration_files(a)
-    model = OnnxColorizer(a.model)
-    rows = compare(model, files, OnnxColorizer(a.other) if a.other else None)
+    photos = automatic_outputs(OnnxColorizer(a.model), files)
+    rows = compare(photos, OnnxColorizer(a.other) if a.other else None)
     print(f"{len(files)} calibration photos; each correction at the colourfulness of the model as served\n")
     print("| correction | gain | PSNR (dB) | colourfulness | neutral cast |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r.name} | {r.gain:.3f} | {r.psnr:.3f} | {r.colourfulness:.2f} | {r.neutral_cast:.2f} |")
+    bound = hindsight(photos)
+    print(f"\nIn hindsight, each photo's ab at its best scale: {bound.best:.3f} dB (as served {bound.served:.3f})")
+    print("correlation of the best scale with: " + ", ".join(f"{k} {r:+.2f}" for k, r in bound.correlations.items()))
     return rows
 
 
