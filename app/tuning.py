@@ -2,8 +2,8 @@
 
 A setting left at 0 (or, for the batch delay, below 0) means "the default for this provider and core count"; the
 defaults and the measurements behind them live here and nowhere else. ``GET /model`` reports the record, so what
-the service runs with is never a guess. The numbers come from docs/PERFORMANCE.md (2 CPU cores; no GPU was lent,
-so the CUDA values are reasoned, not measured).
+the service runs with is never a guess. The numbers come from docs/PERFORMANCE.md: 2 CPU cores for the CPU values,
+an H200 with 16 host cores for the CUDA ones.
 """
 
 from __future__ import annotations
@@ -48,9 +48,13 @@ class Tuning:
         s = settings
         threads = intra_op_threads(s, cores)
         if provider == "cuda":
-            # Big batches are the GPU's main lever; a short wait fills them. One run at a time on the device, and
-            # four batches in flight so one runs while the next ones decode.
-            batch, delay, runs = 32, 5.0, 1
+            # Measured on an H200 with 16 cores (bench/gpu.py --sweep, docs/PERFORMANCE.md "GPU"): this model runs
+            # a 128² image in about a millisecond, so the host's decode and encode set the pace, not the GPU. One
+            # image per run, no wait, four in flight served 1.18x the images/s of batch 32 / 5 ms / 128 in flight
+            # at 32 clients (219 against 185) and 0.71x its latency for a lone client (13.7 against 19.2 ms p50):
+            # each batch of a new size cost ~60 ms there, where a batch of one keeps one shape. A bigger model
+            # would want batches back: the settings set them. Four in flight so one runs while the next decode.
+            batch, delay, runs = 1, 0.0, 1
             in_flight_default = 4 * (s.max_batch_size or batch)
             video = MAX_CHUNK_FRAMES  # a whole chunk: a GPU run takes milliseconds, full batches count
         else:
