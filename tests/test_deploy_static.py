@@ -519,5 +519,5 @@ def test_k8s_autoscalers() -> None:
         k8s_object("Deployment", spec["scaleTargetRef"]["name"])  # it scales something that exists
         assert spec["minReplicas"] <= spec["maxReplicas"]
     assert gpu["scaleTargetRef"]["name"] == "colorizer-gpu"
-    assert [m["pods"]["metric"]["name"] for m in gpu["metrics"] if m["type"] == "Pods"] == ["colorizer_queue_depth"]
+    assert [m["pods"]["metric"]["name"] for m in gpu["metrics"] if m["type"] == "Pods"] == ["colorizer_images_waiting"]
     assert [m["resource"]["name"] for m in cpu["metrics"] if m["type"] == "Resource"] == ["cpu"]
