@@ -198,9 +198,11 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         assert edges.gain > 1 or edges.radius == 0  # the filter smooths colour; the gain it needs hands that back
         # corrections after the network, each at the served colourfulness; a model paired with itself is itself
         rows = corrections.main([str(onnx_path), str(photo_dir), "--with", str(onnx_path)])
-        served, *corrected, itself = rows
+        served, *corrected, mirrored, itself = rows
         assert (served.name, served.gain) == ("as served", 1.0)
         assert [r.name for r in corrected] == list(corrections.CORRECTIONS)
+        assert mirrored.name == corrections.MIRRORED
+        assert abs(mirrored.colourfulness / served.colourfulness - 1) < 0.01
         inside = [r for r in corrected if corrections.GAIN_RANGE[0] < r.gain < corrections.GAIN_RANGE[1] - 0.01]
         assert inside
         assert all(abs(r.colourfulness / served.colourfulness - 1) < 0.01 for r in inside)
@@ -210,6 +212,11 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         photos = corrections.automatic_outputs(
             evaluate.OnnxColorizer(str(onnx_path)), evaluate.calibration_paths(str(photo_dir), 0.05, 0.05)
         )
+        model = evaluate.OnnxColorizer(str(onnx_path))
+        for photo, mean in zip(photos, corrections.mirrored_mean(model, photos), strict=True):
+            # the mean's other half is the mirror image's ab put back the right way round
+            mirror = model.raw_ab(np.ascontiguousarray(photo.truth[:, ::-1]))[0]
+            np.testing.assert_allclose(2 * mean.ab - photo.ab, mirror[:, :, ::-1], atol=1e-4)
         bound = corrections.hindsight(photos)
         assert abs(bound.served - served.psnr) < 1e-6
         assert bound.best >= bound.served

@@ -6,8 +6,10 @@ scaled by the gain that brings the photos' colourfulness back to the model's as 
 fair comparison. The photos are coloured as the service colours them (app/edges.py, then the join).
 
 The corrections: a gray-world shift (a share of each photo's mean or median ab taken off every pixel), and a fade
-of the highlights (white subjects that come out cream). With ``--with other.onnx`` a last row scores the mean of the
-two models' ab: if two separately trained networks made independent errors, their mean would beat either.
+of the highlights (white subjects that come out cream). Then the mean of a photo's ab and its mirror image's ab,
+mirrored back (test-time augmentation: twice the model's work per image). With ``--with other.onnx`` a last row
+scores the mean of the two models' ab: if two separately trained networks made independent errors, their mean would
+beat either.
 
     python -m train.corrections models/colorizer.onnx ~/.cache/colorize/train --with runs/v21/v21.onnx
 """
@@ -92,6 +94,15 @@ def automatic_outputs(model: OnnxColorizer, files: list[str]) -> list[Photo]:
     return photos
 
 
+def mirrored_mean(model: OnnxColorizer, photos: list[Photo]) -> list[Photo]:
+    """Each photo's ab averaged with the ab of its left-right mirror image, mirrored back."""
+    out = []
+    for p in photos:
+        mirrored, _ = model.raw_ab(np.ascontiguousarray(p.truth[:, ::-1]))
+        out.append(Photo(p.truth, p.small, (p.ab + mirrored[:, :, ::-1]) / 2))
+    return out
+
+
 def at_colourfulness(photos: list[Photo], name: str, correct: Correction, target: float | None) -> CorrectionRow:
     """The correction's row at the gain whose colourfulness is ``target`` (at gain 1 when ``target`` is None); at
     the end of GAIN_RANGE when the range cannot reach it."""
@@ -120,10 +131,15 @@ def unchanged(ab: np.ndarray, small: np.ndarray) -> np.ndarray:
     return ab
 
 
-def compare(photos: list[Photo], other: OnnxColorizer | None = None) -> list[CorrectionRow]:
-    """The model as served first, then each correction (and the two models' mean) at its colourfulness."""
+MIRRORED = "mean with the mirror image's ab (2x the work)"
+
+
+def compare(photos: list[Photo], model: OnnxColorizer, other: OnnxColorizer | None = None) -> list[CorrectionRow]:
+    """The model as served first, then each correction, the mirrored mean (and the two models' mean) at its
+    colourfulness."""
     served = at_colourfulness(photos, "as served", unchanged, None)
     rows = [served, *(at_colourfulness(photos, n, c, served.colourfulness) for n, c in CORRECTIONS.items())]
+    rows.append(at_colourfulness(mirrored_mean(model, photos), MIRRORED, unchanged, served.colourfulness))
     if other is not None:
         pair = [Photo(p.truth, p.small, (p.ab + other.raw_ab(p.truth)[0]) / 2) for p in photos]
         rows.append(at_colourfulness(pair, "mean of the two models' ab", unchanged, served.colourfulness))
@@ -178,8 +194,9 @@ def main(argv: list[str] | None = None) -> list[CorrectionRow]:
     parser.add_argument("--with", dest="other", default="", help="a second model file: also score the two's mean")
     a = parser.parse_args(argv)
     files = calibration_files(a)
-    photos = automatic_outputs(OnnxColorizer(a.model), files)
-    rows = compare(photos, OnnxColorizer(a.other) if a.other else None)
+    model = OnnxColorizer(a.model)
+    photos = automatic_outputs(model, files)
+    rows = compare(photos, model, OnnxColorizer(a.other) if a.other else None)
     print(f"{len(files)} calibration photos; each correction at the colourfulness of the model as served\n")
     print("| correction | gain | PSNR (dB) | colourfulness | neutral cast |")
     print("| --- | ---: | ---: | ---: | ---: |")
