@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.gpu           # writes docs/perf/gpu.json; refuses to run without the CUDA provider
     .venv/bin/python -m bench.gpu --sweep   # only the service's batch / delay / in-flight sweep: gpu-sweep.json
 
-1. The service's own loader (app/runtime.py) with COLORIZER_REQUIRE_GPU=true: which provider, file and tuning.
+1. The service's own loader (app/runtime.py) with COLORIZER_REQUIRE_GPU=true: which provider and file, and why.
 2. Parity: the CUDA provider's ab against the CPU provider's on the same L, automatic and with hints.
 3. The model alone by batch size: fp32 and fp16 on CUDA, fed from host arrays (a copy each way per run, as the
    service runs it) and with IO binding (everything stays on the GPU), beside the CPU provider on all the host's
