@@ -56,7 +56,7 @@ class Tuning:
             # would want batches back: the settings set them. Four in flight so one runs while the next decode.
             batch, delay, runs = 1, 0.0, 1
             in_flight_default = 4 * (s.max_batch_size or batch)
-            video = MAX_CHUNK_FRAMES  # a whole chunk: a GPU run takes milliseconds, full batches count
+            video = MAX_CHUNK_FRAMES  # a whole chunk waiting: a frame's run takes about a millisecond
         else:
             # A CPU does no more work per image in a batch, so a CPU batch takes what is queued and never waits
             # (a 2 ms wait cost up to 17% of the throughput, bench/load.py --sweep). One run per group of ORT
