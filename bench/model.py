@@ -193,7 +193,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 def fp16_check(fp32: Path, data: np.ndarray, photos: list[Path]) -> dict[str, Any]:
     """Convert with onnxconverter-common (keep_io_types: the service still sends and gets float32), check that
     the Resize and normalisation nodes survive, and run it on the CPU for correctness. Speed on CPU means
-    nothing (x86 has no fast fp16 math): GPU numbers are not measured in this task."""
+    nothing (x86 has no fast fp16 math): bench/gpu.py measures it on a GPU."""
     model = onnx.load(str(fp32))
     try:
         half = to_fp16(model)
@@ -216,7 +216,7 @@ def fp16_check(fp32: Path, data: np.ndarray, photos: list[Path]) -> dict[str, An
         "normalisation_nodes": {op: ops.count(op) for op in ("Sub", "Div", "Softmax", "MatMul")},
         "casts_added": ops.count("Cast"),
         "bytes": len(half.SerializeToString()),
-        "gpu": "not measured (no GPU in this task)",
+        "gpu": "measured by bench/gpu.py on a GPU host (docs/perf/gpu.json)",
     }
     try:
         sess16 = session(half.SerializeToString(), 2)
