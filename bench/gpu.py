@@ -163,7 +163,7 @@ def throughput(models: dict[str, Path | bytes], batches: list[int], data: np.nda
             if name.endswith("cuda"):
                 ways["iobinding"] = iobinding_run(sess, feeds)
             for way, fn in ways.items():
-                for _ in range(3):  # warm-up: cuDNN's exhaustive search for this shape, arenas
+                for _ in range(3):  # warm-up: cuDNN's plan for this shape, the memory arena
                     fn()
                 times = repeat(fn, min_time, min_runs=5)
                 row = {"model": name, "feed": way, "batch": batch, **stats(times)}
