@@ -394,6 +394,25 @@ def test_anchor_to_pulls_the_automatic_colour_towards_another_models_calibrated_
     assert followed.args.calibration[4] == 25.0  # the followed model is left as it was (not reset like the student)
 
 
+@pytest.mark.parametrize("head", HEADS)
+def test_the_mirrored_teacher_is_its_own_mirror_image(head: str) -> None:
+    """The mean of the teacher's heads and its mirror image's, mirrored back, is the same for a photo and for its
+    mirror image (mirrored): what --anchor_mirrored distils is symmetric, which a mean of unflipped heads is not."""
+    from train.finetune_hints import mirrored_heads
+
+    torch.manual_seed(2)
+    teacher = make(head, hints=True, skips=True).eval()
+    lightness = torch.rand(2, 1, 64, 64) * 100
+    with torch.no_grad():
+        plain, mirrored = mirrored_heads(teacher, lightness), mirrored_heads(teacher, lightness.flip(-1))
+    for a, b in ((plain.logits, mirrored.logits), (plain.ab_norm, mirrored.ab_norm)):
+        assert (a is None) == (b is None)
+        if a is not None and b is not None:
+            torch.testing.assert_close(a, b.flip(-1), atol=1e-4, rtol=1e-4)
+    if plain.logits is not None:  # log-probabilities: they sum to one over the bins
+        torch.testing.assert_close(plain.logits.exp().sum(1), torch.ones(2, 32, 32), atol=1e-4, rtol=1e-4)
+
+
 def test_the_bootstrap_interval_of_a_mean_covers_it_and_narrows_with_more_photos() -> None:
     from train.interval import mean_interval
 
