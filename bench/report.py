@@ -95,7 +95,8 @@ class Report:
                 f"All numbers: {m.get('model', '?')} ({m.get('family_model', '')}), **{m['cores']} cores** "
                 f"at {m['ghz']:.2f} GHz as /proc/cpuinfo reports it, {m.get('hypervisor', '?')} virtual machine, "
                 f"{m.get('flags', '')}; ONNX Runtime {m['onnxruntime']} (CPU execution provider), "
-                f"OpenCV {m['opencv']}, NumPy {m['numpy']}, Python {m['python']}. No GPU in this run.",
+                f"OpenCV {m['opencv']}, NumPy {m['numpy']}, Python {m['python']}. "
+                "No GPU in this run (the GPU section excepted: a lent H200).",
                 "",
                 "Everything compared in one table was measured in the same run, so the ratios hold even where "
                 "the absolute numbers would move on another machine.",
