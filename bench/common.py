@@ -189,6 +189,11 @@ def load(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def batch_of(data: np.ndarray, batch: int) -> np.ndarray:
+    """(batch, 1, S, S): the sample L repeated (or cut) to that many images, contiguous for ONNX Runtime."""
+    return np.ascontiguousarray(np.resize(data, (batch, *data.shape[1:])))
+
+
 def model_feeds(session: Any, lightness: np.ndarray) -> dict[str, np.ndarray]:
     """Inputs for one run of any Colorizer model: L, plus zeros (automatic colour) for a guided model's hint inputs,
     as the service feeds them when a request has no hints."""

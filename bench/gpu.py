@@ -31,12 +31,11 @@ import onnx
 import onnxruntime as ort
 
 from app.config import Settings
-from app.runtime import CUDA, ModelRuntime, provider_options
-from bench.common import MODEL, model_feeds, photo_jpeg, repeat, save, stats
+from app.runtime import CPU, CUDA, ModelRuntime, provider_options
+from bench.common import MODEL, batch_of, model_feeds, photo_jpeg, repeat, save, stats
 from bench.load import PHOTO_SIDE, measure, service
 from bench.model import sample_inputs, to_fp16
-
-CPU = "CPUExecutionProvider"
+from bench.model import session as model_session
 
 
 def gpu_description() -> dict[str, str]:
@@ -52,17 +51,12 @@ def gpu_description() -> dict[str, str]:
 
 
 def session(model: Path | bytes, provider: str, threads: int = 0, search: str = "") -> ort.InferenceSession:
-    """Options as app/runtime.py sets them; the CUDA provider with the service's own provider options, or with
-    another cuDNN convolution search where ``search`` names one."""
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
+    """bench.model's session on ``provider``: CUDA with the service's own provider options (or with another cuDNN
+    convolution search where ``search`` names one), the CPU as the fallback ONNX Runtime must not take."""
     cuda = provider_options(CUDA)
     if search:
         cuda = (CUDA, cuda[1] | {"cudnn_conv_algo_search": search})
-    providers = [cuda, provider_options(CPU)] if provider == CUDA else [CPU]
-    sess = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=providers)
+    sess = model_session(model, threads, [cuda, provider_options(CPU)] if provider == CUDA else [CPU])
     if sess.get_providers()[0] != provider:
         raise RuntimeError(f"asked for {provider}, ONNX Runtime runs {sess.get_providers()}")
     return sess
@@ -117,13 +111,13 @@ def cudnn_search(model: Path, data: np.ndarray, max_batch: int) -> dict[str, Any
         sess = session(model, CUDA, search=search)
         first = []
         for batch in range(1, max_batch + 1):
-            feeds = model_feeds(sess, np.ascontiguousarray(np.resize(data, (batch, *data.shape[1:]))))
+            feeds = model_feeds(sess, batch_of(data, batch))
             t = time.perf_counter()
             sess.run(None, feeds)
             first.append(time.perf_counter() - t)
         warm = {}
         for batch in (1, 8, max_batch):
-            feeds = model_feeds(sess, np.ascontiguousarray(np.resize(data, (batch, *data.shape[1:]))))
+            feeds = model_feeds(sess, batch_of(data, batch))
             times = repeat(functools.partial(sess.run, None, feeds), 0.5, min_runs=5)
             warm[batch] = batch * len(times) / sum(times)
         out[search] = {"first_runs_s": sum(first), "slowest_first_run_ms": max(first) * 1000, "warm_images_per_s": warm}
@@ -156,10 +150,10 @@ def throughput(models: dict[str, Path | bytes], batches: list[int], data: np.nda
     runs[f"fp32 cpu {cores} threads"] = session(models["fp32"], CPU, cores)
     rows = []
     for batch in batches:
-        x = np.ascontiguousarray(np.resize(data, (batch, *data.shape[1:])))
+        x = batch_of(data, batch)
         for name, sess in runs.items():
             feeds = model_feeds(sess, x)
-            ways = {"host": lambda s=sess, f=feeds: s.run(None, f)}
+            ways = {"host": functools.partial(sess.run, None, feeds)}
             if name.endswith("cuda"):
                 ways["iobinding"] = iobinding_run(sess, feeds)
             for way, fn in ways.items():
@@ -186,11 +180,16 @@ SWEEP = {
 }
 
 
+def cuda_env(model: Path) -> dict[str, str]:
+    """The service on ``model`` with the CUDA provider required (a quiet CPU fallback would measure the CPU)."""
+    return {"COLORIZER_MODEL_PATH": str(model), "COLORIZER_PROVIDERS": "cuda,cpu", "COLORIZER_REQUIRE_GPU": "true"}
+
+
 def over_http(model: Path, seconds: float) -> dict[str, Any]:
     """The service with the CUDA defaults against batching on, at 1 and 32 clients, and the CPU provider on the
     same host at 32; /model and a guided request on the CUDA defaults."""
     payloads = [photo_jpeg(PHOTO_SIDE, PHOTO_SIDE, seed=s) for s in range(8)]
-    gpu = {"COLORIZER_MODEL_PATH": str(model), "COLORIZER_PROVIDERS": "cuda,cpu", "COLORIZER_REQUIRE_GPU": "true"}
+    gpu = cuda_env(model)
     configs = {
         "cuda-defaults": (gpu, (1, 32)),
         "cuda-batch-32": (gpu | dict(zip(BATCHING, SWEEP["batch32-delay5-inflight128"], strict=True)), (1, 32)),
@@ -229,13 +228,7 @@ def http_sweep(model: Path, seconds: float) -> list[dict[str, Any]]:
     payloads = [photo_jpeg(PHOTO_SIDE, PHOTO_SIDE, seed=s) for s in range(8)]
     rows = []
     for name, (batch, delay, in_flight) in SWEEP.items():
-        env = {
-            "COLORIZER_MODEL_PATH": str(model),
-            "COLORIZER_PROVIDERS": "cuda,cpu",
-            "COLORIZER_REQUIRE_GPU": "true",
-            **dict(zip(BATCHING, (batch, delay, in_flight), strict=True)),
-        }
-        server = service(env, name=name)
+        server = service(cuda_env(model) | dict(zip(BATCHING, (batch, delay, in_flight), strict=True)), name=name)
         try:
             for clients, span in ((32, seconds), (1, seconds / 2)):
                 rows.append(measure(server, payloads, clients, 100_000, span) | {"clients": clients})

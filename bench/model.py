@@ -25,6 +25,7 @@ from bench.common import (
     INT8_MODEL,
     MODEL,
     ROOT,
+    batch_of,
     cpu_ghz,
     model_feeds,
     photo_jpeg,
@@ -39,13 +40,14 @@ CPU = ["CPUExecutionProvider"]
 CHECKPOINT = ROOT / "runs" / "default" / "last.pt"
 
 
-def session(path: Path | bytes, threads: int) -> ort.InferenceSession:
-    """Options as app/runtime.py sets them, with the thread count under test."""
+def session(path: Path | bytes, threads: int, providers: list[Any] | None = None) -> ort.InferenceSession:
+    """Options as app/runtime.py sets them, with the thread count under test; the CPU provider unless told."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), sess_options=opts, providers=CPU)
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, sess_options=opts, providers=providers or CPU)
 
 
 def sample_inputs(size: int, count: int = 16) -> np.ndarray:
@@ -111,7 +113,7 @@ def sweep(
     for n_threads in threads:
         sessions = {name: session(path, n_threads) for name, path in models.items()}
         for batch in batches:
-            x = np.ascontiguousarray(np.resize(data, (batch, *data.shape[1:])))  # (N, 1, S, S)
+            x = batch_of(data, batch)  # (N, 1, S, S)
             for name, sess in sessions.items():
                 for _ in range(2):  # warm-up: arenas, kernel choice
                     sess.run(None, model_feeds(sess, x))
@@ -138,7 +140,7 @@ def torch_eager(checkpoint: Path, batches: list[int], threads: list[int], min_ti
     for n_threads in threads:
         torch.set_num_threads(n_threads)
         for batch in batches:
-            x = torch.from_numpy(np.ascontiguousarray(np.resize(data, (batch, *data.shape[1:]))))
+            x = torch.from_numpy(batch_of(data, batch))
             with torch.inference_mode():
                 for _ in range(2):
                     model(x)
@@ -153,7 +155,7 @@ def torch_eager(checkpoint: Path, batches: list[int], threads: list[int], min_ti
 def op_profile(models: dict[str, Path | bytes], data: np.ndarray, batch: int = 4, runs: int = 10) -> dict[str, dict]:
     """ONNX Runtime's own profile: milliseconds per run by operator type, at 2 threads and the CPU batch size."""
     out = {}
-    x = np.ascontiguousarray(np.resize(data, (batch, *data.shape[1:])))
+    x = batch_of(data, batch)
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in models.items():
             opts = ort.SessionOptions()

@@ -209,10 +209,8 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         assert abs(itself.gain - 1) < 0.01  # the models' mean, not their sum
         assert abs(itself.psnr - served.psnr) < 0.01
         # the bound in hindsight: its scale-1 column is the colour as served, and each photo's best is at least that
-        photos = corrections.automatic_outputs(
-            evaluate.OnnxColorizer(str(onnx_path)), evaluate.calibration_paths(str(photo_dir), 0.05, 0.05)
-        )
         model = evaluate.OnnxColorizer(str(onnx_path))
+        photos = corrections.automatic_outputs(model, evaluate.calibration_paths(str(photo_dir), 0.05, 0.05))
         for photo, mean in zip(photos, corrections.mirrored_mean(model, photos), strict=True):
             # the mean's other half is the mirror image's ab put back the right way round
             mirror = model.raw_ab(np.ascontiguousarray(photo.truth[:, ::-1]))[0]
