@@ -297,6 +297,20 @@ def test_a_hint_adapter_starts_as_the_model_and_fine_tunes_without_touching_the_
     assert changed == adapter | {"encoder.layers.0.0.weight", "global_hint.0.weight"}  # every adapter weight learnt
 
 
+def test_a_step_budget_stops_the_finetune_there_and_its_cosine_follows_the_steps() -> None:
+    from train.config import TrainConfig
+    from train.finetune_hints import budget_spent, finetune
+    from train.train import Objective
+
+    torch.manual_seed(0)
+    model = make("combined", hints=True, skips=True)
+    objective = Objective(TrainConfig(head="combined", hints=True), CENTRES, torch.ones(len(CENTRES)))
+    batches = [[torch.rand(4, 1, 64, 64) * 100, torch.empty(4, 2, 32, 32).uniform_(-40, 40), *some_hints(4)]] * 6
+    assert finetune(model, objective, batches, lr=1e-2, seconds=600, steps=4) == 4  # 6 batches there, 4 taken
+    assert budget_spent(2, 4, elapsed=500.0, seconds=600.0) == 0.5  # the steps, whatever the clock says
+    assert budget_spent(2, 0, elapsed=300.0, seconds=600.0) == 0.5  # no step budget: the clock
+
+
 def test_a_warm_start_with_a_trunk_rate_trains_every_weight_and_moves_the_automatic_mode() -> None:
     from train.config import TrainConfig
     from train.finetune_hints import finetune, parameter_groups, with_adapter

@@ -27,7 +27,7 @@ from train import (
 )
 from train.config import parse_config
 from train.ema import WeightAverage
-from train.train import train
+from train.train import lr_at, train
 
 
 @pytest.fixture(scope="module")
@@ -441,6 +441,18 @@ def test_the_weight_average_follows_the_weights_by_its_decay() -> None:
     assert torch.allclose(state["1.running_mean"], torch.full((2,), 0.2))  # BatchNorm's statistics are averaged too
     assert int(state["1.num_batches_tracked"]) == 7  # counters are copied, not averaged
     assert average.rate(0) < 0.2 < average.rate(20) < 0.9 == average.rate(10_000)  # the start is soon forgotten
+
+
+@pytest.mark.slow
+def test_stop_step_stops_a_run_in_the_middle_of_its_cosine(photo_dir: Path, tmp_path: Path) -> None:
+    common = ["--data_dir", str(photo_dir), "--out_dir", str(tmp_path / "run"), "--crop_size", "64", "--width", "8"]
+    common += ["--batch_size", "4", "--eval_every", "1", "--workers", "0", "--warmup_steps", "0"]
+    cfg = parse_config([*common, "--max_steps", "6", "--stop_step", "2", "--val_fraction", "0.2"])
+    saved = torch.load(train(cfg), weights_only=False)
+    assert saved["step"] == 2
+    # the last step ran at the rate of step 1 of a 6-step cosine, not at the end of a 2-step one
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(lr_at(1, 0.0, cfg))
+    assert lr_at(1, 0.0, cfg) > lr_at(1, 0.0, parse_config([*common, "--max_steps", "2"]))
 
 
 @pytest.mark.slow

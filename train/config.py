@@ -48,6 +48,9 @@ class TrainConfig:
     warmup_steps: int = 200  # linear warm-up before cosine decay
     max_steps: int = 6000  # optimiser steps in total
     max_minutes: float = 0.0  # stop (with a checkpoint) after this many minutes; 0 = no limit
+    # > 0: stop (with a checkpoint) at this step while the cosine still runs over max_steps, so a recipe that used a
+    # cycle's middle (2.5.x: step 2,500 of a 4,835-step cycle) replays step for step without running the rest
+    stop_step: int = 0
     schedule_from_minutes: float = 0.0  # a resumed run's new cosine cycle starts here (warm restart); 0 = one cycle
     eval_every: int = 500  # steps between validation losses and checkpoints
     # Also keep <out_dir>/step<N>.pt every this many steps (a multiple of eval_every; 0 = only last.pt): a cycle's

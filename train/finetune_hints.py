@@ -183,6 +183,11 @@ def anchor_term(
     return to_start if anchor_to is None else to_colour
 
 
+def budget_spent(step: int, steps: int, elapsed: float, seconds: float) -> float:
+    """The share of the budget spent: of the steps when there is a step budget, else of the time."""
+    return step / steps if steps else elapsed / seconds
+
+
 def finetune(
     model: ColorizerNet,
     objective: Objective,
@@ -196,9 +201,12 @@ def finetune(
     anchor: float = 0.0,
     anchor_to: ColorizerNet | None = None,
     anchor_mirrored: bool = False,
+    steps: int = 0,
 ) -> int:
     """Adam (no weight decay, which would move the frozen slice) on the hint weights for ``seconds`` (and on the rest
     at ``trunk_lr``, when > 0), each rate decaying to 0 on a cosine over that time; the number of steps taken.
+    ``steps`` > 0 makes the budget that many steps instead (``seconds`` still stops it early): the cosine then follows
+    the step count, so a recipe replays step for step on a faster or slower CPU.
     ``save(steps)`` runs every ``save_every`` seconds, so a run that is stopped early still leaves the model it had
     reached. ``precision`` "bf16" runs the forward pass and the loss under bfloat16 autocast (train.config).
     ``anchor`` > 0 (with ``trunk_lr``) adds that weight × anchor_loss between the automatic mode and the starting
@@ -213,10 +221,11 @@ def finetune(
     start, step = time.time(), 0
     saved_at = start
     for lightness, ab, *hints in batches:
-        if time.time() - start >= seconds:
+        if time.time() - start >= seconds or (steps and step >= steps):
             break
-        for group in opt.param_groups:  # cosine decay over the time budget, so the run ends on a settled step
-            group["lr"] = group["peak_lr"] * 0.5 * (1 + math.cos(math.pi * (time.time() - start) / seconds))
+        share = budget_spent(step, steps, time.time() - start, seconds)
+        for group in opt.param_groups:  # cosine decay over the budget, so the run ends on a settled step
+            group["lr"] = group["peak_lr"] * 0.5 * (1 + math.cos(math.pi * share))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = objective(model(lightness, *hints, features_only=True), ab, lightness)
             held = torch.zeros(())
@@ -252,7 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Fine-tune a hint model's hint weights; the automatic mode is kept.")
     p.add_argument("checkpoint")
     p.add_argument("out")
-    p.add_argument("--minutes", type=float, default=60.0)
+    p.add_argument("--minutes", type=float, help="the time budget (default 60; with --steps only a cap, default none)")
+    p.add_argument("--steps", type=int, default=0, help="a budget of optimiser steps instead, the cosine over them")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--cache_dir", default="", help="decoded-image cache; default: <out's folder>/cache")
     p.add_argument("--seed", type=int, default=777)
@@ -280,6 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--anchor_mirrored needs --anchor and holds to the start, not to --anchor_to")
     if a.anchor_to and not a.anchor:
         p.error("--anchor_to needs --anchor, the weight of its term")
+    minutes = a.minutes if a.minutes is not None else math.inf if a.steps else 60.0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     model, ckpt = load_model(a.checkpoint)
     if a.adapter:
@@ -303,6 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         extra = {
             "from": a.checkpoint,
             "steps": steps,
+            "step_budget": a.steps,
             "lr": a.lr,
             "trunk_lr": a.trunk_lr,
             "anchor": a.anchor,
@@ -321,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
         objective,
         batches,
         a.lr,
-        a.minutes * 60,
+        minutes * 60,
         save,
         a.save_minutes * 60,
         trunk_lr=a.trunk_lr,
@@ -329,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         anchor=a.anchor,
         anchor_to=anchor_to,
         anchor_mirrored=a.anchor_mirrored,
+        steps=a.steps,
     )
     save(steps)
 

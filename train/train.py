@@ -234,9 +234,10 @@ def train(cfg: TrainConfig) -> str:
     start = time.time()
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not is_main, dynamic_ncols=True)
     seen, t_window = 0, time.time()
+    last_step = min(cfg.max_steps, cfg.stop_step or cfg.max_steps)
     for lightness, ab, *hints in loader:
         minutes = (elapsed_before + time.time() - start) / 60
-        if step >= cfg.max_steps or (cfg.max_minutes and minutes >= cfg.max_minutes):
+        if step >= last_step or (cfg.max_minutes and minutes >= cfg.max_minutes):
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(step, minutes, cfg)
