@@ -63,9 +63,9 @@ def test_accepted_upload_comes_back_in_colour(live_server: Server, case: Accepte
     # The lightness is the upload's (as a viewer shows it: rotated, CMYK and 16-bit read right), the colour new.
     assert np.median(np.abs(lightness(out) - lightness(view))) < case.tolerance
     if view.size > 1:
-        # A gray answer measures < 0.1. The 16-bit cases are the scene at half brightness, where model 2.4.0's
-        # chroma shrink leaves less colour (1.7), so the bar is "clearly not gray", not a saturation.
-        assert colourfulness(out) > 1.0
+        # A gray answer measures < 0.1. The 16-bit cases are the scene at half brightness, where the models leave
+        # less colour (2.4.0 1.7, 2.5.2 0.73), so the bar is "clearly not gray" (5x a gray answer), not a saturation.
+        assert colourfulness(out) > 0.5
 
 
 @pytest.mark.parametrize("transport", ["multipart", "raw"])
