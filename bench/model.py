@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from app import runtime
 from app.pipeline import prepare
 from bench.common import (
     INT8_MODEL,
@@ -36,16 +37,22 @@ from bench.common import (
 )
 from bench.quantize import model_size, service_lightness
 
-CPU = ["CPUExecutionProvider"]
+CPU = [runtime.CPU]  # the provider every measurement here runs on unless told
 CHECKPOINT = ROOT / "runs" / "default" / "last.pt"
 
 
-def session(path: Path | bytes, threads: int, providers: list[Any] | None = None) -> ort.InferenceSession:
-    """Options as app/runtime.py sets them, with the thread count under test; the CPU provider unless told."""
+def session(
+    path: Path | bytes, threads: int, providers: list[Any] | None = None, profile_prefix: str = ""
+) -> ort.InferenceSession:
+    """Options as app/runtime.py sets them, with the thread count under test; the CPU provider unless told;
+    ONNX Runtime's profiler on, writing under ``profile_prefix``, when one is given."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
     model = path if isinstance(path, bytes) else str(path)
     return ort.InferenceSession(model, sess_options=opts, providers=providers or CPU)
 
@@ -158,12 +165,7 @@ def op_profile(models: dict[str, Path | bytes], data: np.ndarray, batch: int = 4
     x = batch_of(data, batch)
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in models.items():
-            opts = ort.SessionOptions()
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            opts.intra_op_num_threads, opts.inter_op_num_threads = 2, 1
-            opts.enable_profiling = True
-            opts.profile_file_prefix = str(Path(tmp) / name)
-            sess = ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts, providers=CPU)
+            sess = session(path, 2, profile_prefix=str(Path(tmp) / name))
             feeds = model_feeds(sess, x)
             for _ in range(runs):
                 sess.run(None, feeds)

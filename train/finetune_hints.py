@@ -221,9 +221,10 @@ def finetune(
     start, step = time.time(), 0
     saved_at = start
     for lightness, ab, *hints in batches:
-        if time.time() - start >= seconds or (steps and step >= steps):
+        elapsed = time.time() - start
+        if elapsed >= seconds or (steps and step >= steps):
             break
-        share = budget_spent(step, steps, time.time() - start, seconds)
+        share = budget_spent(step, steps, elapsed, seconds)
         for group in opt.param_groups:  # cosine decay over the budget, so the run ends on a settled step
             group["lr"] = group["peak_lr"] * 0.5 * (1 + math.cos(math.pi * share))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
