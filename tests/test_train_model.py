@@ -203,10 +203,11 @@ def test_the_neutral_gate_fades_what_the_model_believes_gray_boosts_the_rest_and
 
 def test_soft_encoding_and_rebalancing() -> None:
     ab = torch.tensor([[[[3.0, 7.0]], [[-22.0, 41.0]]]])  # (1, 2, 1, 2): pixels (3, -22) and (7, 41)
-    targets, nearest = soft_encode(ab, CENTRES, neighbours=5, sigma=5.0)
-    assert targets.shape == (1, len(CENTRES), 1, 2)
+    bins, targets = soft_encode(ab, CENTRES, neighbours=5, sigma=5.0)
+    assert bins.shape == targets.shape == (1, 5, 1, 2)
     torch.testing.assert_close(targets.sum(1), torch.ones(1, 1, 2))
-    assert CENTRES[nearest[0, 0, 0]].tolist() == [0.0, -20.0]
+    assert CENTRES[bins[0, 0, 0, 0]].tolist() == [0.0, -20.0]  # the nearest bin first
+    assert bool((targets[:, :-1] >= targets[:, 1:]).all())  # nearer bins weigh more
     counts = count_ab([np.array([[[0.0, 0.0], [0.0, 1.0], [20.0, 30.0]]], np.float32)])
     centres, prior = bins_from_counts(counts)
     assert centres.tolist() == [[0.0, 0.0], [20.0, 30.0]]
@@ -216,11 +217,25 @@ def test_soft_encoding_and_rebalancing() -> None:
     np.testing.assert_allclose(rebalance_weights(centres, prior, lam=1.0), [1.0, 1.0], rtol=1e-6)  # λ = 1: off
     logits = torch.zeros(1, 2, 1, 1, requires_grad=True)
     loss = rebalanced_cross_entropy(
-        logits, torch.tensor([[[[1.0]], [[0.0]]]]), torch.zeros(1, 1, 1, dtype=torch.long), torch.from_numpy(weights)
+        logits, torch.zeros(1, 1, 1, 1, dtype=torch.long), torch.ones(1, 1, 1, 1), torch.from_numpy(weights)
     )
     loss.backward()
     assert loss.item() > 0
     assert logits.grad is not None
+
+
+def test_the_sparse_soft_cross_entropy_equals_the_dense_one() -> None:
+    """The loss reads only the k nearest bins; it must equal Zhang et al.'s sum over all Q bins of a dense target."""
+    gen = torch.Generator().manual_seed(3)
+    ab = torch.randn(2, 2, 6, 5, generator=gen) * 40
+    logits = torch.randn(2, len(CENTRES), 6, 5, generator=gen)
+    weights = torch.rand(len(CENTRES), generator=gen) + 0.5
+    bins, targets = soft_encode(ab, CENTRES, neighbours=5, sigma=5.0)
+    dense = torch.zeros_like(logits).scatter_(1, bins, targets)  # (N, Q, H, W)
+    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)
+    nearest = torch.cdist(flat, CENTRES).argmin(1).reshape(2, 6, 5)
+    expected = (-(dense * torch.log_softmax(logits, 1)).sum(1) * weights[nearest]).mean()
+    torch.testing.assert_close(rebalanced_cross_entropy(logits, bins, targets, weights), expected)
 
 
 @pytest.mark.parametrize(("regression_loss", "lr", "expected_a"), [("l1", 0.01, 40.0), ("l2", 0.05, 8.0)])

@@ -84,8 +84,8 @@ class Objective:
         if out.logits is not None:
             assert self.centres is not None
             assert self.weights is not None
-            targets, nearest = soft_encode(ab, self.centres, self.cfg.soft_neighbours, self.cfg.soft_sigma)
-            loss = loss + rebalanced_cross_entropy(out.logits, targets, nearest, self.weights)
+            bins, targets = soft_encode(ab, self.centres, self.cfg.soft_neighbours, self.cfg.soft_sigma)
+            loss = loss + rebalanced_cross_entropy(out.logits, bins, targets, self.weights)
         if out.ab_norm is not None:
             if self.cfg.head == "regression":
                 return loss + F.smooth_l1_loss(out.ab_norm, ab / AB_NORM, beta=0.05)
