@@ -65,6 +65,15 @@ def provider_options(name: str) -> tuple[str, dict[str, str]]:
     return name, {}
 
 
+def session_options(threads: int) -> ort.SessionOptions:
+    """How the service opens a model; bench/model.py measures under the same options."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1  # no parallel graph branches: runs overlap (the batcher) and operators split
+    return opts
+
+
 class ModelRuntime:
     """Loads the ONNX file, reads its self-description, and runs batches of L."""
 
@@ -80,11 +89,8 @@ class ModelRuntime:
             )
         if not wanted:
             raise ModelLoadError(f"none of COLORIZER_PROVIDERS {providers} is available (have {available})")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts = session_options(threads)
         self.intra_op_threads = threads  # per run; app/tuning.py says why half the cores by default
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1  # no parallel graph branches: runs overlap (the batcher) and operators split
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=opts, providers=[provider_options(p) for p in wanted]

@@ -44,12 +44,9 @@ CHECKPOINT = ROOT / "runs" / "default" / "last.pt"
 def session(
     path: Path | bytes, threads: int, providers: list[Any] | None = None, profile_prefix: str = ""
 ) -> ort.InferenceSession:
-    """Options as app/runtime.py sets them, with the thread count under test; the CPU provider unless told;
+    """The service's options (app/runtime.py) with the thread count under test; the CPU provider unless told;
     ONNX Runtime's profiler on, writing under ``profile_prefix``, when one is given."""
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
+    opts = runtime.session_options(threads)
     if profile_prefix:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix

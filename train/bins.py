@@ -61,10 +61,8 @@ def soft_encode(
     near_d, near_i = dist.topk(neighbours, dim=1, largest=False)  # (P, k), sorted nearest first
     wts = torch.exp(-(near_d**2) / (2 * sigma**2))
     wts = wts / wts.sum(dim=1, keepdim=True)
-    return (
-        near_i.reshape(n, h, w, -1).permute(0, 3, 1, 2),
-        wts.reshape(n, h, w, -1).permute(0, 3, 1, 2),
-    )
+    bins, targets = (t.reshape(n, h, w, neighbours).permute(0, 3, 1, 2) for t in (near_i, wts))  # (N, k, H, W)
+    return bins, targets
 
 
 def rebalanced_cross_entropy(
