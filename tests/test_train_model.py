@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.bins import bins_from_counts, count_ab, rebalance_weights, rebalanced_cross_entropy, soft_encode
+from train.bins import SoftEncoder, bins_from_counts, count_ab, rebalance_weights, rebalanced_cross_entropy
 from train.calibrate import apply, fit
 from train.model import IDENTITY_CALIBRATION, ColorizerNet, HeadOutput, ModelArgs, gate_neutrals, shrink_chroma
 
@@ -203,7 +203,7 @@ def test_the_neutral_gate_fades_what_the_model_believes_gray_boosts_the_rest_and
 
 def test_soft_encoding_and_rebalancing() -> None:
     ab = torch.tensor([[[[3.0, 7.0]], [[-22.0, 41.0]]]])  # (1, 2, 1, 2): pixels (3, -22) and (7, 41)
-    bins, targets = soft_encode(ab, CENTRES, neighbours=5, sigma=5.0)
+    bins, targets = SoftEncoder(CENTRES, neighbours=5, sigma=5.0)(ab)
     assert bins.shape == targets.shape == (1, 5, 1, 2)
     torch.testing.assert_close(targets.sum(1), torch.ones(1, 1, 2))
     assert CENTRES[bins[0, 0, 0, 0]].tolist() == [0.0, -20.0]  # the nearest bin first
@@ -230,12 +230,32 @@ def test_the_sparse_soft_cross_entropy_equals_the_dense_one() -> None:
     ab = torch.randn(2, 2, 6, 5, generator=gen) * 40
     logits = torch.randn(2, len(CENTRES), 6, 5, generator=gen)
     weights = torch.rand(len(CENTRES), generator=gen) + 0.5
-    bins, targets = soft_encode(ab, CENTRES, neighbours=5, sigma=5.0)
+    bins, targets = SoftEncoder(CENTRES, neighbours=5, sigma=5.0)(ab)
     dense = torch.zeros_like(logits).scatter_(1, bins, targets)  # (N, Q, H, W)
     flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)
     nearest = torch.cdist(flat, CENTRES).argmin(1).reshape(2, 6, 5)
     expected = (-(dense * torch.log_softmax(logits, 1)).sum(1) * weights[nearest]).mean()
     torch.testing.assert_close(rebalanced_cross_entropy(logits, bins, targets, weights), expected)
+
+
+def test_the_soft_encoders_short_lists_pick_the_same_bins_as_measuring_every_bin() -> None:
+    """The k nearest bins come from a per-cell list; they must be the k nearest of all Q bins, for any ab."""
+    gen = torch.Generator().manual_seed(5)
+    centres = torch.tensor([[a, b] for a in range(-120, 130, 10) for b in range(-120, 130, 10)], dtype=torch.float32)
+    ab = (torch.rand(1, 2, 400, 500, generator=gen) * 2 - 1) * 127.9  # the whole table, every cell many times
+    encode = SoftEncoder(centres, neighbours=5, sigma=5.0)
+    assert encode.candidates.shape[1] < len(centres) // 20  # short lists, or there is nothing to gain
+    bins, targets = encode(ab)
+    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)
+    dist = torch.cdist(flat.double(), centres.double())  # (P, Q), every bin
+    near_d = dist.topk(5, dim=1, largest=False).values
+    expected = torch.exp(-(near_d**2) / 50).float()
+    expected = expected / expected.sum(1, keepdim=True)
+    picked = dist.gather(1, bins.permute(0, 2, 3, 1).reshape(-1, 5))  # each pick's distance; ties may swap bins
+    torch.testing.assert_close(picked, near_d, rtol=0, atol=1e-4)
+    torch.testing.assert_close(targets.permute(0, 2, 3, 1).reshape(-1, 5), expected)
+    with pytest.raises(ValueError, match="sRGB"):
+        encode(torch.full((1, 2, 1, 1), 130.0))
 
 
 @pytest.mark.parametrize(("regression_loss", "lr", "expected_a"), [("l1", 0.01, 40.0), ("l2", 0.05, 8.0)])

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from train.bins import bins_from_counts, count_ab, rebalance_weights, rebalanced_cross_entropy, soft_encode
+from train.bins import SoftEncoder, bins_from_counts, count_ab, rebalance_weights, rebalanced_cross_entropy
 from train.config import TrainConfig, parse_config
 from train.data import RandomCrops, load_cached, split_images, validation_batch
 from train.ema import WeightAverage
@@ -69,7 +69,8 @@ class Objective:
     """Turns head output and target ab into the training loss for any head."""
 
     def __init__(self, cfg: TrainConfig, centres: torch.Tensor | None, weights: torch.Tensor | None) -> None:
-        self.cfg, self.centres, self.weights = cfg, centres, weights
+        self.cfg, self.weights = cfg, weights
+        self.encode = None if centres is None else SoftEncoder(centres, cfg.soft_neighbours, cfg.soft_sigma)
         self.distance = F.mse_loss if cfg.regression_loss == "l2" else F.l1_loss  # the combined head's regression term
 
     def __call__(self, out: HeadOutput, ab: torch.Tensor, lightness: torch.Tensor | None = None) -> torch.Tensor:
@@ -82,9 +83,9 @@ class Objective:
                 lightness, out.ab_norm * AB_NORM, ab, self.cfg.rgb_log_floor
             )
         if out.logits is not None:
-            assert self.centres is not None
+            assert self.encode is not None
             assert self.weights is not None
-            bins, targets = soft_encode(ab, self.centres, self.cfg.soft_neighbours, self.cfg.soft_sigma)
+            bins, targets = self.encode(ab)
             loss = loss + rebalanced_cross_entropy(out.logits, bins, targets, self.weights)
         if out.ab_norm is not None:
             if self.cfg.head == "regression":
