@@ -776,9 +776,9 @@ here comes from `bench/` and is regenerated, with the plots in `docs/perf/`, by
 
 {int8}
 
-On a CPU with VNNI the same quantisation pays: see models/README.md, "int8", and docs/perf/vnni/ (AMD EPYC family 26,
-AVX-512 VNNI: 1.6× fp32's images/s at one thread per run, the service's default, with no loss of colour). The
-service serves the int8 file by itself there (`COLORIZER_PRECISION=auto`).
+On a CPU with VNNI the same quantisation pays: see docs/training_history.md, "Speed and int8", and docs/perf/vnni/
+(AMD EPYC family 26, AVX-512 VNNI: 1.6× fp32's images/s at one thread per run, the service's default, with no loss
+of colour). The service serves the int8 file by itself there (`COLORIZER_PRECISION=auto`).
 
 ### fp16 (for GPUs)
 

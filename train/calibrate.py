@@ -6,7 +6,7 @@ corrects both. The family contains M = 0 (gray), so on the split it is fitted on
 
 The map is a full 2×2 (``form="2x2"``) or a single chroma gain g·I (``form="gain"``): one number fitted on 30
 photos cannot learn their particular hues, and a model whose own saturation is about right but whose a/b mixing is
-not worth correcting lost ~1 dB out of sample to the 2×2 map (v11's regression head, models/README.md).
+not worth correcting lost ~1 dB out of sample to the 2×2 map (v11's regression head, docs/training_history.md).
 
 By default the map goes through the origin (t = 0): it keeps gray gray, so neutral surfaces stay neutral. An
 offset fitted on the 30 calibration photos learnt their average colour, not a cast of the model (at step 1000 it

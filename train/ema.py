@@ -2,7 +2,7 @@
 
 On our ~600 training photos the calibration split's PSNR peaks early and then falls while the loss keeps falling,
 and averaging six snapshots of one cycle after the fact lifted its regression head by 0.5 dB there
-(models/README.md, the ninth cycle). An average kept during training does the same at every step, for free.
+(docs/training_history.md, the ninth cycle). An average kept during training does the same at every step, for free.
 BatchNorm's running statistics are averaged with the weights, so the averaged model is whole on its own.
 """
 

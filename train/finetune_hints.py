@@ -5,7 +5,7 @@ Automatic colour feeds zeros to every hint input, so the first convolution's wei
 the global hint's first layer weight never touch it; everything else (and the BatchNorm statistics, held in eval
 mode) stays as trained. The automatic output is then bit-identical, and the calibration and chroma shrink fitted to
 it still hold, while guided colour can still improve: a safe step for the hint targets after a training cycle has
-settled the automatic mode (models/README.md: 747 steps gave +0.00 to +0.06 dB with points and +0.17 with the
+settled the automatic mode (docs/training_history.md: 747 steps gave +0.00 to +0.06 dB with points and +0.17 with the
 global hint on the calibration split).
 
     python -m train.finetune_hints runs/v5/step3050.pt runs/hints/finetuned.pt --minutes 60 --lr 3e-4
@@ -16,25 +16,25 @@ With ``--trunk_lr`` every other weight trains as well, at that smaller rate (Bat
 what lets a model rebuilt by train.from_onnx, its BatchNorms folded, train at all): the automatic mode then moves,
 so its read-out and calibration are chosen again on the calibration split, over the snapshots ``--snapshots``
 keeps. The aim is a network whose encoder learns from the points (as a cycle from scratch with the adapter did,
-models/README.md) while starting from the shipped automatic mode rather than from nothing:
+docs/training_history.md) while starting from the shipped automatic mode rather than from nothing:
 
     python -m train.finetune_hints runs/shipped.pt runs/warm/adapter.pt --adapter --trunk_lr 2e-5 \
         --lr 5e-4 --minutes 80 --precision bf16 --snapshots
 
 Tried from 2.4.0 on our 608 photos, every snapshot of that run lost automatic PSNR on the calibration split
-(models/README.md, "A warm start from 2.4.0"): the trunk grows more confident, not more right.
+(docs/training_history.md, "A warm start from 2.4.0"): the trunk grows more confident, not more right.
 
 ``--anchor W`` holds the automatic mode where it started while the trunk trains ("learning without forgetting", Li &
 Hoiem 2016): each step also runs half the batch with no hints through the model and through a frozen copy of the
 starting one, and adds W × (KL between their bin distributions + regression_weight × L1 between their regression
 outputs) to the loss. The encoder can then keep learning from the points (which a main run's guided colour keeps
-gaining from after its automatic colour has peaked, models/README.md) without the automatic colour drifting:
+gaining from after its automatic colour has peaked, docs/training_history.md) without the automatic colour drifting:
 
     python -m train.finetune_hints runs/v14/ema_step2500.pt runs/v15/anchored.pt --trunk_lr 3e-4 --lr 1e-3 \
         --anchor 1 --minutes 85 --precision bf16 --snapshots
 
-Tried from the eleventh cycle's peak (models/README.md, "An anchored fine-tune"): the automatic colour held on the
-calibration split at trunk rates 3e-4 and 1e-3, and at 1e-3 the points cleared +3 dB on validation.
+Tried from the eleventh cycle's peak (docs/training_history.md, "An anchored fine-tune"): the automatic colour held on
+the calibration split at trunk rates 3e-4 and 1e-3, and at 1e-3 the points cleared +3 dB on validation.
 
 ``--anchor_to CHECKPOINT`` pulls the automatic mode towards another model's colour instead of holding it where it
 started: the anchor term is then the training loss itself (the objective, bins and regression) with that model's
@@ -46,8 +46,9 @@ that has learnt from the points can so take on the shipped model's automatic col
     python -m train.finetune_hints runs/v16/anchored.pt runs/v18/distilled.pt --trunk_lr 3e-4 --lr 1e-3 \
         --anchor 1 --anchor_to runs/shipped.pt --minutes 85 --precision bf16 --snapshots
 
-Tried so (models/README.md, "Pulled towards 2.4.0's automatic colour"): the neutral cast came down on the calibration
-split, but the automatic PSNR did not reach 2.4.0's, and the points lost what the trunk had learnt from them.
+Tried so (docs/training_history.md, "Pulled towards 2.4.0's automatic colour"): the neutral cast came down on the
+calibration split, but the automatic PSNR did not reach 2.4.0's, and the points lost what the trunk had learnt from
+them.
 
 ``--anchor_mirrored`` holds the automatic mode to the start's mean with its mirror image instead (each pass of the
 teacher also colours the mirrored L, and its heads are mirrored back and averaged: mirrored_heads). Averaged after
