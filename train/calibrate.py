@@ -79,7 +79,7 @@ def calibrate(
         raise SystemExit(f"no calibration photos under {data_dir} (calib_fraction {cfg['calib_fraction']})")
     cache = cache_dir or os.path.join(cfg["out_dir"], "cache")
     images = load_cached(data_dir, calib_files, cache, cfg["cache_max_side"])
-    lightness, truth = validation_batch(images, cfg["crop_size"])
+    lightness, truth = validation_batch(images, cfg["crop_size"], model.args.full_res)
     pred = predict_ab(model, lightness).numpy()
     target = truth.numpy()
     values = fit(pred, target, offset, form)

@@ -99,13 +99,13 @@ def compare(checkpoint: str, data_dir: str = "") -> tuple[list[Choice], float]:
         readouts.append(("regression", 0.0))
     if model.args.head in ("classification", "combined"):
         readouts += [("annealed_mean", t) for t in ANNEALED_TS]
-    truth = np.stack([small_ab(p, int(cfg["crop_size"]) // 2) for p in photos])  # at the model's output size
     lightness = np.stack([small_lightness(p, int(cfg["crop_size"])) for p in photos])  # (N, S, S): what it sees
     choices = []
     for readout, t in readouts:
         model.args.readout = readout
         model.args.annealed_t = t or model.args.annealed_t  # the regression head has no temperature
         ab = automatic_ab(model, lightness)
+        truth = np.stack([small_ab(p, ab.shape[-1]) for p in photos])  # at this read-out's size (full_res: S or S/2)
         calibrated = [(form, cross_fitted(ab, truth, form)) for form in CALIBRATION_FORMS]
         for calibration, corrected in [("none", ab), *calibrated]:
             for shrink in CHROMA_SHRINKS:

@@ -34,6 +34,7 @@ class TrainConfig:
     rgb_log_floor: float = 1e-4  # caps a right photo's weight; 1e-4 is a PSNR of 40 dB
     skips: bool = True  # U-Net shortcuts from the encoder into the decoder
     hints: bool = True  # train with sampled local and global colour hints (Zhang et al. 2017)
+    full_res: bool = False  # the regression head at the crop's resolution, not half of it (ModelArgs.full_res)
     hint_adapter: bool = False  # also a second path from the local hints into the encoder (train.model.HintAdapter)
     global_extractor: str = "compact"  # "compact" (from scratch) or "inception_resnet_v2" (frozen, ImageNet)
     global_weights: str = ""  # local timm inception_resnet_v2 checkpoint, required by that extractor (no download)

@@ -188,8 +188,9 @@ class RandomCrops(IterableDataset[tuple[torch.Tensor, ...]]):
         centres: np.ndarray | None = None,
         plain_share: float = PLAIN_BACKDROP_SHARE,
         cutout_share: float = 0.0,
+        full_res: bool = False,
     ) -> None:
-        self.plain_share = plain_share
+        self.plain_share, self.full_res = plain_share, full_res  # full_res: ab at S (ModelArgs.full_res), not S/2
         self.photos = [im for im in images if not has_cutout(im)]
         self.cutouts = [im for im in images if has_cutout(im)]
         self.size, self.min_fraction, self.seed, self.centres = size, min_fraction, seed, centres
@@ -221,11 +222,12 @@ class RandomCrops(IterableDataset[tuple[torch.Tensor, ...]]):
                 crop = random_crop(img, self.size, self.min_fraction, rng)
             s = to_sample(crop)
             hints = () if self.centres is None else hint_tensors(s, self.centres, rng)
-            yield torch.from_numpy(s.lightness), torch.from_numpy(s.ab), *hints
+            yield torch.from_numpy(s.lightness), torch.from_numpy(s.ab_full if self.full_res else s.ab), *hints
 
 
-def validation_batch(images: list[np.ndarray], size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic whole-image views of the held-out photos (squeezed to S×S, as the service does)."""
+def validation_batch(images: list[np.ndarray], size: int, full_res: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic whole-image views of the held-out photos (squeezed to S×S, as the service does): L, and ab at
+    S/2 (at S with ``full_res``)."""
     samples = []
     for img in images:
         bgr = img[:, :, :3]
@@ -234,4 +236,4 @@ def validation_batch(images: list[np.ndarray], size: int) -> tuple[torch.Tensor,
             bgr = (a * bgr + (1 - a) * 128).astype(np.uint8)
         samples.append(to_sample(cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)))
     lightness = torch.from_numpy(np.stack([s.lightness for s in samples]))
-    return lightness, torch.from_numpy(np.stack([s.ab for s in samples]))
+    return lightness, torch.from_numpy(np.stack([s.ab_full if full_res else s.ab for s in samples]))

@@ -106,6 +106,7 @@ def architecture_name(args: ModelArgs) -> str:
     parts += ["unet"] if args.skips else []
     parts += ["hints"] if args.hints else []
     parts += ["adapter"] if args.hint_adapter else []
+    parts += ["fullres"] if args.full_res else []
     return "/".join(parts)
 
 

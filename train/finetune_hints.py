@@ -307,7 +307,15 @@ def main(argv: list[str] | None = None) -> None:
     train_files, _, _ = split_images(cfg.data_dir, cfg.val_fraction, cfg.calib_fraction)
     cache = a.cache_dir or os.path.join(os.path.dirname(a.out) or ".", "cache")
     images = load_cached(cfg.data_dir, train_files, cache, cfg.cache_max_side)
-    crops = RandomCrops(images, cfg.crop_size, cfg.min_crop_fraction, a.seed, centres, cfg.plain_backdrop_share)
+    crops = RandomCrops(
+        images,
+        cfg.crop_size,
+        cfg.min_crop_fraction,
+        a.seed,
+        centres,
+        cfg.plain_backdrop_share,
+        full_res=model.args.full_res,
+    )
     batches = DataLoader(crops, batch_size=cfg.batch_size, num_workers=1)
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
 

@@ -65,6 +65,16 @@ def compute_bins(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return bins_from_counts(count_ab(opaque_ab()))
 
 
+def at_size(ab: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The target ab (N, 2, H, W) area-averaged down to ``like``'s size: a full-resolution model's batches carry ab at
+    S for its regression head, and its bins are at S/2 (for a 2× step the same as the data's cv2.INTER_AREA)."""
+    if ab.shape[-2:] == like.shape[-2:]:
+        return ab
+    if ab.shape[-1] < like.shape[-1]:  # a full-resolution model fed a half-resolution model's batches
+        raise ValueError(f"target ab at {tuple(ab.shape[-2:])} is coarser than the output, {tuple(like.shape[-2:])}")
+    return F.adaptive_avg_pool2d(ab, (like.shape[-2], like.shape[-1]))
+
+
 class Objective:
     """Turns head output and target ab into the training loss for any head."""
 
@@ -85,9 +95,10 @@ class Objective:
         if out.logits is not None:
             assert self.encode is not None
             assert self.weights is not None
-            bins, targets = self.encode(ab)
+            bins, targets = self.encode(at_size(ab, out.logits))
             loss = loss + rebalanced_cross_entropy(out.logits, bins, targets, self.weights)
         if out.ab_norm is not None:
+            ab = at_size(ab, out.ab_norm)
             if self.cfg.head == "regression":
                 return loss + F.smooth_l1_loss(out.ab_norm, ab / AB_NORM, beta=0.05)
             loss = loss + self.cfg.regression_weight * self.distance(out.ab_norm, ab / AB_NORM)
@@ -111,6 +122,7 @@ def model_args(cfg: TrainConfig, num_bins: int) -> ModelArgs:
         skips=cfg.skips,
         hints=cfg.hints,
         hint_adapter=cfg.hint_adapter,
+        full_res=cfg.full_res,
     )
 
 
@@ -200,12 +212,13 @@ def train(cfg: TrainConfig) -> str:
             centres if cfg.hints else None,
             cfg.plain_backdrop_share,
             cfg.cutout_share,
+            cfg.full_res,
         ),
         batch_size=cfg.batch_size,
         num_workers=cfg.workers,
         persistent_workers=cfg.workers > 0,
     )
-    val_l, val_ab = validation_batch(val_images, cfg.crop_size) if val_images else (None, None)
+    val_l, val_ab = validation_batch(val_images, cfg.crop_size, cfg.full_res) if val_images else (None, None)
 
     def checkpoint(snapshot: bool = False) -> None:
         state = {
