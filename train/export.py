@@ -107,6 +107,7 @@ def architecture_name(args: ModelArgs) -> str:
     parts += ["hints"] if args.hints else []
     parts += ["adapter"] if args.hint_adapter else []
     parts += ["fullres"] if args.full_res else []
+    parts += ["global" + "-".join(map(str, args.global_views))] if args.global_views else []
     return "/".join(parts)
 
 

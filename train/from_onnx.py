@@ -58,6 +58,7 @@ def model_args(meta: dict[str, str], fused_channels: int) -> ModelArgs:
         hints="hints" in flags,
         hint_adapter="adapter" in flags,
         full_res="fullres" in flags,
+        global_views=next((list(map(int, f[len("global") :].split("-"))) for f in flags if f.startswith("global")), []),
         calibration=json.loads(meta.get("colorizer.calibration", "[1, 0, 0, 1, 0, 0]")),
         readout="regression" if both_heads or head == "regression" else "annealed_mean",
         chroma_shrink=float(meta.get("colorizer.chroma_shrink", 0.0)),
@@ -85,8 +86,10 @@ def folded_state(model: ColorizerNet, weights: dict[str, np.ndarray]) -> dict[st
         if not isinstance(module, nn.Sequential):
             continue
         for i, (conv, norm) in enumerate(zip(module, list(module)[1:], strict=False)):
-            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
-                c, n = f"{name}.{i}", f"{name}.{i + 1}"
+            c, n = f"{name}.{i}", f"{name}.{i + 1}"
+            # The exporter folds a BatchNorm into its conv unless the pair runs more than once (global views):
+            # an unfolded one's values are in the file under its own names, taken below.
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and f"model.{c}.weight_bias" in weights:
                 put(f"{c}.weight", weights[f"model.{c}.weight"])
                 put(f"{n}.bias", weights[f"model.{c}.weight_bias"])
                 put(f"{n}.weight", torch.ones(norm.num_features))
@@ -96,6 +99,8 @@ def folded_state(model: ColorizerNet, weights: dict[str, np.ndarray]) -> dict[st
     for key in state:
         if key not in filled and f"model.{key}" in weights:
             put(key, weights[f"model.{key}"])
+        elif key.endswith(".num_batches_tracked"):  # a training counter, never in a file
+            put(key, torch.zeros(()))
     if "bin_centres" not in filled:  # a regression read-out's graph does not use them; the metadata's ab_bins hold them
         put("bin_centres", state["bin_centres"])  # as the model was built, from the metadata
     calibration = torch.tensor(model.args.calibration)
@@ -146,11 +151,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("onnx", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--max_diff", type=float, default=1e-3, help="fail when the rebuilt model and the file differ (ab)")
+    p.add_argument(
+        "--global_views",
+        default="",
+        help="comma-separated sizes the written checkpoint's global branch sees the photo at (ModelArgs.global_views)",
+    )
     a = p.parse_args(argv)
     model, ckpt = rebuild(a.onnx)
     diff = parity(model, a.onnx, int(ckpt["config"]["crop_size"]))
     if diff > a.max_diff:
         raise SystemExit(f"the rebuilt model differs from {a.onnx} by {diff:.3g} ab units (limit {a.max_diff})")
+    if a.global_views:
+        ckpt["model_args"]["global_views"] = [int(v) for v in a.global_views.split(",")]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, a.out)
     log.info("rebuilt %s (step %d) -> %s; max |Δab| against the file %.2e", a.onnx, ckpt["step"], a.out, diff)

@@ -59,6 +59,11 @@ class ModelArgs:
     # a correction to the S/2 regression output upsampled bilinearly. Its last layer starts at zero, so it starts as
     # the S/2 model. The bins stay at S/2 (their loss and the gate cost 4× as much at S).
     full_res: bool = False
+    # The sizes (each at most the input's) the global branch sees the photo at, its vectors averaged; empty: the
+    # input's size alone. Chosen after training on the calibration split: the branch, trained on 128² crops, gives
+    # unseen photos at 96² a vector that colours them better than at 128², while the photos it trained on score the
+    # same (docs/training_history.md, "The global branch's view").
+    global_views: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -79,6 +84,27 @@ def gate_neutrals(ab: torch.Tensor, logits: torch.Tensor, gray_bin: int, power: 
     if p_gray.shape[-2:] != ab.shape[-2:]:  # a full-resolution regression read-out: the bins stay at S/2
         p_gray = F.interpolate(p_gray, size=ab.shape[-2:], mode="bilinear", align_corners=False)
     return ab * (gain * (1 - p_gray) ** power)
+
+
+def area_weights(src: int, dst: int) -> torch.Tensor:
+    """(dst, src): each output sample the mean of the input samples it covers, partial ones in proportion
+    (OpenCV's INTER_AREA when shrinking). ``R @ x @ R.T`` then resizes an image with two matrix products, which
+    every ONNX runtime runs, where an area resize by a fraction has no ONNX operator."""
+    if not 0 < dst <= src:
+        raise ValueError(f"an area resize shrinks: {src} -> {dst}")
+    edges = torch.arange(dst + 1, dtype=torch.float64) * (src / dst)  # output sample i covers [edges[i], edges[i+1])
+    left, right = edges[:-1, None], edges[1:, None]
+    pixels = torch.arange(src, dtype=torch.float64)[None]
+    overlap = (torch.minimum(right, pixels + 1) - torch.maximum(left, pixels)).clamp(min=0)
+    return (overlap / (src / dst)).float()
+
+
+def area_resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, H, H) -> (N, C, size, size) by area; the input itself at its own size."""
+    if size == x.shape[-1]:
+        return x
+    r = area_weights(x.shape[-1], size).to(x)
+    return r @ x @ r.T
 
 
 def conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -287,7 +313,12 @@ class ColorizerNet(nn.Module):
         """Raw head outputs for L (N, 1, S, S) and, for a hint model, its hints (zeros where None);
         ``all_heads=False`` skips the head of a combined model its readout does not use (only training needs it)."""
         x = (lightness - L_CENT) / L_NORM  # (N, 1, S, S)
-        glob = self.global_features(x)  # (N, C)
+        views = self.args.global_views
+        glob = (  # (N, C)
+            torch.stack([self.global_features(area_resize(x, v)) for v in views]).mean(dim=0)
+            if views
+            else self.global_features(x)
+        )
         parts = [glob]
         if self.args.hints:
             za, zm, zg = self.zero_hints(lightness)
