@@ -60,9 +60,9 @@ class ModelArgs:
     # the S/2 model. The bins stay at S/2 (their loss and the gate cost 4× as much at S).
     full_res: bool = False
     # The sizes (each at most the input's) the global branch sees the photo at, its vectors averaged; empty: the
-    # input's size alone. Chosen after training on the calibration split: the branch, trained on 128² crops, gives
-    # unseen photos at 96² a vector that colours them better than at 128², while the photos it trained on score the
-    # same (docs/training_history.md, "The global branch's view").
+    # input's size alone. Not learnt, so settable after training (train.from_onnx --global_views). Tried on 2.5.2:
+    # 96² scored +0.21 dB on the calibration split and −0.09 on validation, so no shipped model uses it
+    # (docs/training_history.md, "runs/g").
     global_views: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
