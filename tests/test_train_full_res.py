@@ -132,7 +132,12 @@ def test_a_full_resolution_run_trains_fine_tunes_exports_rebuilds_scores_and_ser
     assert start["model_args"]["full_res"] is True
     assert start["model"]["full_res.correction.weight"].abs().sum() > 0  # it learnt a correction
     tuned = str(tmp_path / "ft.pt")
-    finetune_hints.main([ckpt, tuned, "--trunk_lr", "1e-3", "--anchor", "1", "--steps", "2", "--cache_dir", str(out)])
+    crops = ["--min_crop_fraction", "0.9", "--plain_backdrop_share", "0.6"]
+    finetune_hints.main(
+        [ckpt, tuned, "--trunk_lr", "1e-3", "--anchor", "1", "--steps", "2", "--cache_dir", str(out), *crops]
+    )
+    record = torch.load(tuned, weights_only=False)["extra"]["finetune_hints"]
+    assert (record["min_crop_fraction"], record["plain_backdrop_share"]) == (0.9, 0.6)
     moved = torch.load(tuned, weights_only=False)["model"]
     changed = moved["full_res.correction.weight"] - start["model"]["full_res.correction.weight"]
     assert changed.abs().sum() > 0  # the fine-tune trains the stage too

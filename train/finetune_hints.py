@@ -283,6 +283,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--plain_backdrop_share", type=float, default=-1.0, help="cut-outs on plain gray; default: the checkpoint's"
     )
+    p.add_argument(
+        "--min_crop_fraction",
+        type=float,
+        default=0.0,
+        help="smallest crop side as a share of the photo's shorter side; default: the checkpoint's",
+    )
     p.add_argument("--save_minutes", type=float, default=10.0, help="minutes between saves")
     p.add_argument("--snapshots", action="store_true", help="keep each save as <out>.step<N>.pt as well")
     a = p.parse_args(argv)
@@ -301,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in known})
     if a.plain_backdrop_share >= 0:  # a checkpoint rebuilt by train.from_onnx does not know its run's share
         cfg.plain_backdrop_share = a.plain_backdrop_share
+    if a.min_crop_fraction > 0:
+        cfg.min_crop_fraction = a.min_crop_fraction
     centres, prior = ckpt["bins"]["centres"], ckpt["bins"]["prior"]
     weights = rebalance_weights(centres, prior, cfg.rebalance_lambda, cfg.soft_sigma)
     objective = Objective(cfg, torch.from_numpy(centres), torch.from_numpy(weights))
@@ -330,6 +338,8 @@ def main(argv: list[str] | None = None) -> None:
             "anchor": a.anchor,
             "anchor_to": a.anchor_to,
             "anchor_mirrored": a.anchor_mirrored,
+            "min_crop_fraction": cfg.min_crop_fraction,  # the crops it trained on (RandomCrops above)
+            "plain_backdrop_share": cfg.plain_backdrop_share,
         }
         ckpt["extra"] = {**ckpt.get("extra", {}), "finetune_hints": extra}
         save_checkpoint(a.out, ckpt)
