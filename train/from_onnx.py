@@ -34,6 +34,12 @@ from train.model import ColorizerNet, ModelArgs
 log = logging.getLogger(__name__)
 
 
+def global_views(flags: list[str]) -> list[int]:
+    """ModelArgs.global_views from the architecture name's flags: ``global96`` or ``global64-96`` (train.export)."""
+    named = [f.removeprefix("global") for f in flags if f.startswith("global")]
+    return [int(v) for v in named[0].split("-")] if named else []
+
+
 def model_args(meta: dict[str, str], fused_channels: int) -> ModelArgs:
     """ModelArgs from the file's metadata (``colorizer.architecture`` is train.export.architecture_name's) and the
     fusion layer's width, which the name does not carry."""
@@ -58,7 +64,7 @@ def model_args(meta: dict[str, str], fused_channels: int) -> ModelArgs:
         hints="hints" in flags,
         hint_adapter="adapter" in flags,
         full_res="fullres" in flags,
-        global_views=next((list(map(int, f[len("global") :].split("-"))) for f in flags if f.startswith("global")), []),
+        global_views=global_views(flags),
         calibration=json.loads(meta.get("colorizer.calibration", "[1, 0, 0, 1, 0, 0]")),
         readout="regression" if both_heads or head == "regression" else "annealed_mean",
         chroma_shrink=float(meta.get("colorizer.chroma_shrink", 0.0)),
@@ -95,7 +101,6 @@ def folded_state(model: ColorizerNet, weights: dict[str, np.ndarray]) -> dict[st
                 put(f"{n}.weight", torch.ones(norm.num_features))
                 put(f"{n}.running_mean", torch.zeros(norm.num_features))
                 put(f"{n}.running_var", torch.full((norm.num_features,), 1.0 - norm.eps))  # var + eps = 1
-                put(f"{n}.num_batches_tracked", torch.zeros(()))
     for key in state:
         if key not in filled and f"model.{key}" in weights:
             put(key, weights[f"model.{key}"])
