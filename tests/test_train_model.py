@@ -236,6 +236,20 @@ def test_the_sparse_soft_cross_entropy_equals_the_dense_one() -> None:
     nearest = torch.cdist(flat, CENTRES).argmin(1).reshape(2, 6, 5)
     expected = (-(dense * torch.log_softmax(logits, 1)).sum(1) * weights[nearest]).mean()
     torch.testing.assert_close(rebalanced_cross_entropy(logits, bins, targets, weights), expected)
+    channels_last = logits.contiguous(memory_format=torch.channels_last)  # as the model's logits come in training
+    torch.testing.assert_close(rebalanced_cross_entropy(channels_last, bins, targets, weights), expected)
+
+
+def test_the_anchor_is_the_teachers_kl_divergence_over_the_bins_per_pixel() -> None:
+    from train.finetune_hints import anchor_loss
+
+    gen = torch.Generator().manual_seed(4)
+    student, teacher = (torch.randn(2, len(CENTRES), 6, 5, generator=gen) for _ in range(2))
+    p, q = teacher.softmax(1), student.softmax(1)
+    expected = (p * (p.log() - q.log())).sum(1).mean()  # KL(teacher ‖ student), summed over the bins, mean over pixels
+    for layout in (torch.contiguous_format, torch.channels_last):
+        s, t = (x.contiguous(memory_format=layout) for x in (student, teacher))
+        torch.testing.assert_close(anchor_loss(HeadOutput(s, None), HeadOutput(t, None), 10.0), expected)
 
 
 def test_the_soft_encoders_short_lists_pick_the_same_bins_as_measuring_every_bin() -> None:
@@ -285,7 +299,8 @@ def test_fine_tuning_the_hint_weights_leaves_the_automatic_mode_bit_identical() 
     from train.train import Objective
 
     torch.manual_seed(0)
-    model = make("combined", hints=True, skips=True)
+    # channels-last, as finetune runs it: the same weights in another layout give other last bits
+    model = make("combined", hints=True, skips=True).to(memory_format=torch.channels_last)
     lightness = torch.rand(3, 1, 64, 64) * 100
     hints = some_hints(3)
     before_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -311,12 +326,13 @@ def test_a_hint_adapter_starts_as_the_model_and_fine_tunes_without_touching_the_
     from train.train import Objective
 
     torch.manual_seed(0)
-    model = make("classification", hints=True, skips=True).eval()
+    channels_last = torch.channels_last  # as finetune runs it: another layout gives other last bits
+    model = make("classification", hints=True, skips=True).eval().to(memory_format=channels_last)
     lightness = torch.rand(3, 1, 64, 64) * 100
     hints = some_hints(3)
     with torch.no_grad():
         auto, guided = model(lightness), model(lightness, *hints)
-        grown = with_adapter(model).eval()
+        grown = with_adapter(model).eval().to(memory_format=channels_last)
         torch.testing.assert_close(grown(lightness, *hints), guided, rtol=0, atol=0)  # zero projections: no change
     before_state = {k: v.clone() for k, v in grown.state_dict().items()}
     objective = Objective(TrainConfig(head="classification", hints=True), CENTRES, torch.ones(len(CENTRES)))

@@ -140,8 +140,9 @@ def anchor_loss(student: HeadOutput, teacher: HeadOutput, regression_weight: flo
     whichever read-out is chosen later stays where the teacher had it."""
     terms = []
     if student.logits is not None and teacher.logits is not None:
-        s, t = F.log_softmax(student.logits.float(), 1), F.log_softmax(teacher.logits.float(), 1)
-        terms.append(F.kl_div(s, t, log_target=True, reduction="none").sum(1).mean())
+        # over the bins moved last, where channels-last logits are contiguous (train.bins.rebalanced_cross_entropy)
+        s, t = (F.log_softmax(x.float().permute(0, 2, 3, 1), -1) for x in (student.logits, teacher.logits))
+        terms.append(F.kl_div(s, t, log_target=True, reduction="none").sum(-1).mean())
     if student.ab_norm is not None and teacher.ab_norm is not None:
         terms.append(regression_weight * F.l1_loss(student.ab_norm.float(), teacher.ab_norm.float()))
     return torch.stack(terms).sum()
@@ -214,6 +215,9 @@ def finetune(
     model's, on half of each batch; with ``anchor_to``, that weight × the objective between the automatic mode and
     ``anchor_to``'s decoded automatic colour."""
     model.eval()  # BatchNorm uses its running statistics and leaves them alone
+    for net in (model, anchor_to):  # as train.train: oneDNN's convolutions are fastest on channels-last tensors
+        if net is not None:
+            net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if trunk_lr:  # the automatic mode will move, so corrections fitted to the old one no longer hold
         model.drop_corrections()
     # made after the reset above, so a copy of the start holds the uncalibrated output the read-out is chosen on
@@ -228,6 +232,7 @@ def finetune(
         share = budget_spent(step, steps, elapsed, seconds)
         for group in opt.param_groups:  # cosine decay over the budget, so the run ends on a settled step
             group["lr"] = group["peak_lr"] * 0.5 * (1 + math.cos(math.pi * share))
+        lightness = lightness.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = objective(model(lightness, *hints, features_only=True), ab, lightness)
             held = torch.zeros(())
