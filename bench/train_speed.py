@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--cycle_args", default="", help="more train.train settings for both sides (tests: a small net)")
     p.add_argument("--name", default="train_speed", help="the result file's name")
     a = p.parse_args(argv)
+    a.data_dir, a.cache_dir = (str(Path(d).resolve()) for d in (a.data_dir, a.cache_dir))  # each side runs elsewhere
     base_commit = git("rev-parse", a.base)
     seconds: dict[str, dict[str, list[float]]] = {side: {"cycle": [], "finetune": []} for side in ("base", "tree")}
     with tempfile.TemporaryDirectory(prefix="train-speed-") as scratch:
