@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import cv2
@@ -11,7 +10,6 @@ import pytest
 
 import bench.common
 from bench import train_speed
-from bench.common import ROOT
 from tests.conftest import photo_like
 
 
@@ -28,8 +26,7 @@ def test_both_sides_run_the_cycle_and_the_fine_tune_and_are_compared(
     flags = ["--rounds", "1", "--cycle_steps", "4", "--finetune_steps", "50", "--data_dir", str(photos)]
     result = train_speed.main([*flags, "--cache_dir", str(tmp_path / "cache"), "--cycle_args", small])
 
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, check=True, capture_output=True, text=True)
-    assert result["base_commit"] == head.stdout.strip()
+    assert result["base_commit"] == train_speed.git("rev-parse", "HEAD")
     for side in ("base", "tree"):
         assert all(result["median"][side][stage] > 0 for stage in ("cycle", "finetune"))
     ratio = result["median"]["tree"]["finetune"] / result["median"]["base"]["finetune"]
@@ -37,8 +34,7 @@ def test_both_sides_run_the_cycle_and_the_fine_tune_and_are_compared(
     expected_hours = (2500 * result["median"]["tree"]["cycle"] + 3430 * result["median"]["tree"]["finetune"]) / 3600
     assert result["recipe_hours"]["tree"] == pytest.approx(expected_hours)
     assert json.loads((tmp_path / "results" / "train_speed.json").read_text())["median"] == result["median"]
-    worktrees = subprocess.run(["git", "worktree", "list"], cwd=ROOT, check=True, capture_output=True, text=True)
-    assert "train-speed-" not in worktrees.stdout  # the base's checkout is gone
+    assert "train-speed-" not in train_speed.git("worktree", "list")  # the base's checkout is gone
 
 
 def test_the_fine_tune_is_timed_between_its_progress_lines() -> None:
