@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, save
+from train.config import parse_config
 
 RECIPE_STEPS = {"cycle": 2500, "finetune": 2355 + 1075}  # models/README.md, "Reproduce"
 CYCLE_ARGS = "--hint_adapter true --plain_backdrop_share 0.6 --ema_decay 0.999 --max_steps 4835"
@@ -66,7 +67,7 @@ def run_side(tree: Path, out: Path, a: argparse.Namespace) -> dict[str, float]:
     cycle += ["--eval_every", str(a.cycle_steps // 2), "--data_dir", a.data_dir, *shlex.split(CYCLE_ARGS), *common]
     cycle += shlex.split(a.cycle_args)
     run(cycle, tree)
-    batch = int(next((v for k, v in zip(cycle, cycle[1:], strict=False) if k == "--batch_size"), 32))
+    batch = parse_config(cycle[3:]).batch_size  # the flags after "python -m train.train", as the run read them
     finetune = [sys.executable, "-m", "train.finetune_hints", str(out / "last.pt"), str(out / "ft.pt")]
     finetune += ["--steps", str(a.finetune_steps), *shlex.split(FINETUNE_ARGS), *common]
     log = run(finetune, tree)

@@ -94,6 +94,13 @@ class SoftEncoder:
         return bins, targets  # (N, k, H, W) each
 
 
+def bin_log_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Log-softmax over the bins of (N, Q, H, W) logits, returned bins last as (N, H, W, Q). The model's logits are
+    channels-last, so contiguous along the bins: this way log_softmax and its backward read them in place, where along
+    dim 1 each made a dense copy (two thirds of the class loss's time on an fp32 CPU)."""
+    return F.log_softmax(logits.permute(0, 2, 3, 1), dim=-1)
+
+
 def rebalanced_cross_entropy(
     logits: torch.Tensor, bins: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
@@ -101,8 +108,6 @@ def rebalanced_cross_entropy(
 
     ``bins`` and ``targets`` are SoftEncoder's sparse target; the sum over the bins runs over its k nonzero ones.
     """
-    # The bins axis is moved last: the model's channels-last logits are then contiguous along it, so log_softmax and
-    # its backward read them in place, where along dim 1 each made a dense copy (two thirds of this loss's time).
-    log_p = F.log_softmax(logits.permute(0, 2, 3, 1), dim=-1).gather(-1, bins.permute(0, 2, 3, 1))  # (N, H, W, k)
+    log_p = bin_log_probabilities(logits).gather(-1, bins.permute(0, 2, 3, 1))  # (N, H, W, k)
     per_pixel = -(targets.permute(0, 2, 3, 1) * log_p).sum(dim=-1)  # (N, H, W)
     return (per_pixel * weights[bins[:, 0]]).mean()

@@ -78,7 +78,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from train.bins import rebalance_weights
+from train.bins import bin_log_probabilities, rebalance_weights
 from train.config import TrainConfig
 from train.data import RandomCrops, load_cached, split_images
 from train.export import load_model
@@ -140,8 +140,7 @@ def anchor_loss(student: HeadOutput, teacher: HeadOutput, regression_weight: flo
     whichever read-out is chosen later stays where the teacher had it."""
     terms = []
     if student.logits is not None and teacher.logits is not None:
-        # over the bins moved last, where channels-last logits are contiguous (train.bins.rebalanced_cross_entropy)
-        s, t = (F.log_softmax(x.float().permute(0, 2, 3, 1), -1) for x in (student.logits, teacher.logits))
+        s, t = (bin_log_probabilities(x.float()) for x in (student.logits, teacher.logits))  # (N, H, W, Q)
         terms.append(F.kl_div(s, t, log_target=True, reduction="none").sum(-1).mean())
     if student.ab_norm is not None and teacher.ab_norm is not None:
         terms.append(regression_weight * F.l1_loss(student.ab_norm.float(), teacher.ab_norm.float()))
