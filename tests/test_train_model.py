@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
 from train.bins import SoftEncoder, bins_from_counts, count_ab, rebalance_weights, rebalanced_cross_entropy
 from train.calibrate import apply, fit
+from train.export import export_onnx, parity
 from train.model import IDENTITY_CALIBRATION, ColorizerNet, HeadOutput, ModelArgs, gate_neutrals, shrink_chroma
 
 CENTRES = torch.tensor([[a, b] for a in range(-40, 50, 10) for b in range(-40, 50, 10)], dtype=torch.float32)
@@ -199,6 +202,25 @@ def test_the_neutral_gate_fades_what_the_model_believes_gray_boosts_the_rest_and
     torch.testing.assert_close(out[1:], gate_neutrals(calibrated[1:], logits, model.gray_bin, 2.0, 1.3))
     with pytest.raises(ValueError, match="classification head"):
         ColorizerNet(ModelArgs(head="regression", width=8, num_bins=len(CENTRES), neutral_gate=2.0), CENTRES)
+
+
+def test_the_exported_gate_sums_the_bins_with_a_matrix_product_and_matches_pytorch_for_one_image(
+    tmp_path: Path,
+) -> None:
+    # ONNX Runtime's ReduceSum over the bins ran 8x slower for a batch of one than per image in a batch (the editor
+    # sends single images); a MatMul runs as fast at every batch, and bench.quantize leaves MatMul in fp32
+    model = make("combined", skips=True).eval()  # no hint inputs: every image is automatic, so every one is gated
+    model.args.readout, model.args.neutral_gate, model.args.neutral_gain = "regression", 2.0, 1.3
+    path = tmp_path / "gated.onnx"
+    metadata = {"colorizer.input_size": "64", "colorizer.version": "test"}
+    assert export_onnx(model, path, 64, metadata) < 1e-3
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "ReduceSum" not in ops
+    assert "MatMul" in ops
+    for batch in (1, 3):
+        assert parity(model, path, 64, batch=batch) < 1e-3
+    model.args.neutral_gate = 0.0  # and the graph does gate: without the gate PyTorch answers otherwise
+    assert parity(model, path, 64, batch=1) > 1e-3
 
 
 def test_soft_encoding_and_rebalancing() -> None:

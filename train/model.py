@@ -79,8 +79,12 @@ def gate_neutrals(ab: torch.Tensor, logits: torch.Tensor, gray_bin: int, power: 
     """ab (N, 2, h, w) times gain · (1 − p_gray)^power, p_gray the softmax of logits (N, Q, h, w) at ``gray_bin``."""
     # softmax at one bin, as 1 / Σ exp(z − z_gray): ONNX Runtime's ReduceLogSumExp over the bins took 33 ms for a
     # batch of 4 on one core, this form 4 ms. A logit far above the gray one overflows to inf, and p_gray to 0, its
-    # limit.
-    p_gray = 1 / torch.exp(logits - logits[:, gray_bin : gray_bin + 1]).sum(dim=1, keepdim=True)
+    # limit. The sum over the bins is a product with a row of ones, not a ReduceSum: ONNX Runtime 1.31's ReduceSum
+    # over axis 1 takes a slow path for a batch of one (8.2 ms for one image on one core against 1.1 ms as a MatMul,
+    # both 1.25 ms an image in batches of 2 or more), and single images are what the editor sends. A MatMul, not a
+    # 1×1 Conv of ones (as fast): bench.quantize quantises Conv and Gemm, and these exponentials span decades.
+    exps = torch.exp(logits - logits[:, gray_bin : gray_bin + 1]).flatten(2)  # (N, Q, h·w)
+    p_gray = 1 / torch.matmul(logits.new_ones(1, logits.shape[1]), exps).unflatten(2, logits.shape[2:])
     if p_gray.shape[-2:] != ab.shape[-2:]:  # a full-resolution regression read-out: the bins stay at S/2
         p_gray = F.interpolate(p_gray, size=ab.shape[-2:], mode="bilinear", align_corners=False)
     return ab * (gain * (1 - p_gray) ** power)
