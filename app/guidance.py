@@ -25,6 +25,12 @@ MAX_PALETTE = 32
 DEFAULT_RADIUS_CELLS = 1.0  # a point without a radius covers about a 3×3 patch of the model grid (training used 1–4)
 REFERENCE_SIZE = 64  # a reference photo's colour distribution is taken at this size: plenty for 10-unit ab bins
 HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+# A palette names colours, not how much of the photo each one covers. Training's palette-like hints carry the
+# truth's area shares (train/hints.py), in which near-neutral colours take most of a photo: on the train split's
+# photos a palette colour within NEUTRAL_CHROMA ab units of gray covers NEUTRAL_WEIGHT times as much as a coloured
+# one, and the chroma bands above are flat (fitted by python -m train.palettes, which also scores it).
+NEUTRAL_CHROMA = 5.0
+NEUTRAL_WEIGHT = 2.5
 KINDS = ("none", "points", "global", "both")  # the label requests are counted by (colorizer_guided_requests_total)
 
 
@@ -99,17 +105,36 @@ class Guidance:
 
     def global_hint(self, bins: np.ndarray) -> np.ndarray:
         """The reference photo's distribution when there is one (it wins over the palette), else the palette's
-        colours with equal weight on each one's nearest bin; zeros when neither."""
+        (palette_distribution); zeros when neither."""
         if self.reference is not None:
             dist = self.reference
         elif self.palette:
-            dist = np.zeros(len(bins), np.float32)
-            for ab in self.palette:
-                dist[nearest_bin(np.array([ab], np.float32), bins)[0]] += 1.0
-            dist /= dist.sum()
+            dist = palette_distribution(self.palette, bins)
         else:
             return np.zeros(len(bins) + 1, np.float32)
         return np.concatenate([dist.astype(np.float32), np.ones(1, np.float32)])
+
+
+def palette_distribution(
+    palette: tuple[tuple[float, float], ...], bins: np.ndarray, neutral_weight: float = NEUTRAL_WEIGHT
+) -> np.ndarray:
+    """(Q,) the palette's colours on their nearest bins, weighted by palette_weights, summing to 1."""
+    ab = np.array(palette, np.float32)  # (K, 2)
+    return colours_on_bins(ab, palette_weights(ab, neutral_weight), bins)
+
+
+def palette_weights(ab: np.ndarray, neutral_weight: float = NEUTRAL_WEIGHT) -> np.ndarray:
+    """(K,) for colours (K, 2): ``neutral_weight`` for a near-neutral one (the area it is likely to cover), else 1."""
+    weights: np.ndarray = np.where(np.hypot(ab[:, 0], ab[:, 1]) < NEUTRAL_CHROMA, neutral_weight, 1.0)
+    return weights
+
+
+def colours_on_bins(ab: np.ndarray, weights: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """(Q,) colours (K, 2) put on their nearest bins with their weights (K,), normalised to sum to 1."""
+    dist = np.zeros(len(bins), np.float32)
+    np.add.at(dist, nearest_bin(ab, bins), weights)
+    normalised: np.ndarray = dist / dist.sum()
+    return normalised
 
 
 NO_GUIDANCE = Guidance()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from app.errors import ColorizerError
-from app.guidance import Guidance, colour_ab, parse_hints, reference_distribution
+from app.guidance import NEUTRAL_WEIGHT, Guidance, colour_ab, parse_hints, reference_distribution
 
 BINS = np.array([[a, b] for a in range(-80, 90, 10) for b in range(-80, 90, 10)], np.float32)
 
@@ -103,6 +103,18 @@ def test_a_point_outside_the_image_is_invalid() -> None:
     g = parse_hints('{"points": [{"x": 320, "y": 10, "color": "#123456"}]}')
     with pytest.raises(ColorizerError, match=r"point 0 at \(320, 10\) is outside the 320×240 image"):
         g.for_image(320, 240, 64, BINS)
+
+
+def test_a_near_neutral_palette_colour_weighs_as_the_area_such_colours_cover() -> None:
+    red, gray, tinted_gray = "#e03010", "#808080", "#9090a0"  # chroma ~60, 0 and ~7.5 ab units
+    assert np.hypot(*colour_ab(tinted_gray)) > 5
+    hint = parse_hints(f'{{"palette": ["{red}", "{gray}"]}}').global_hint(BINS)[:-1]
+    assert hint.sum() == pytest.approx(1.0)
+    assert hint[bin_of(colour_ab(gray))] == pytest.approx(NEUTRAL_WEIGHT / (NEUTRAL_WEIGHT + 1))
+    assert hint[bin_of(colour_ab(red))] == pytest.approx(1 / (NEUTRAL_WEIGHT + 1))
+    # a gray with a visible tint is a colour like any other
+    hint = parse_hints(f'{{"palette": ["{red}", "{tinted_gray}"]}}').global_hint(BINS)[:-1]
+    assert hint[bin_of(colour_ab(tinted_gray))] == pytest.approx(0.5)
 
 
 def test_batches_take_only_a_palette() -> None:

@@ -1,0 +1,106 @@
+"""How much a palette colour weighs in the global hint (app/guidance.py, NEUTRAL_WEIGHT), fitted and then scored.
+
+A person's palette names colours, not how much of the photo each covers. Training's palette-like global hints carry
+the truth's area shares (train/hints.py), so the service gives each colour the share such a colour is likely to
+cover. This fits that prior on the train split: each photo's palette is the k-means colours of its ab (k = 2, 3, 5),
+and the weight of a near-neutral colour against a coloured one is the one whose predicted shares come closest to the
+clusters' real ones. It then scores, on the calibration split, the model given each palette with equal weights,
+with the fitted weight, and with the true shares (an oracle no user has), photos and cut-outs apart:
+
+    .venv/bin/python -m train.palettes models/colorizer.onnx ~/.cache/colorize/train [--split val]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+
+from app.guidance import NEUTRAL_WEIGHT, colours_on_bins, palette_distribution, palette_weights
+from train.data import split_images
+from train.evaluate import Hints, OnnxColorizer, calibration_sweep_parser, eval_photo, psnr
+from train.hints import global_hint
+
+PALETTE_SIZES = (2, 3, 5)
+WEIGHTS = np.round(np.arange(1.0, 6.01, 0.1), 1)  # the neutral weights tried by the fit
+
+
+def palette_of(ab: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """ab (2, H, W) -> k colours (k, 2), the k-means centres of its pixels, and the share of pixels each has (k,)."""
+    pixels = np.ascontiguousarray(ab.reshape(2, -1).T, np.float32)
+    cv2.setRNGSeed(7)  # k-means++ draws its starts: fixed, so a palette is the same on every run
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 0.1)
+    _, labels, centres = cv2.kmeans(pixels, k, None, criteria, 3, cv2.KMEANS_PP_CENTERS)
+    return centres, np.bincount(labels.ravel(), minlength=k) / len(labels)
+
+
+def predicted_shares(colours: np.ndarray, neutral_weight: float) -> np.ndarray:
+    """The shares the service's weights give a palette's colours (K, 2) when a near-neutral one weighs
+    ``neutral_weight``."""
+    weights = palette_weights(colours, neutral_weight)
+    return weights / weights.sum()
+
+
+def fit_neutral_weight(palettes: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, float]:
+    """The neutral weight of WEIGHTS whose predicted shares have the least squared error against the true ones,
+    that error, and equal weights' error (the mean over palettes of the summed squares)."""
+
+    def error(w: float) -> float:
+        return float(np.mean([((predicted_shares(c, w) - s) ** 2).sum() for c, s in palettes]))
+
+    errors = [error(w) for w in WEIGHTS]
+    best = int(np.argmin(errors))
+    return float(WEIGHTS[best]), errors[best], error(1.0)
+
+
+def truth_palettes(colorizer: OnnxColorizer, files: list[str]) -> Iterator[tuple[np.ndarray, bool, int, tuple]]:
+    """For each photo and palette size: the photo, whether it is a cut-out, k, and its palette (colours, shares)."""
+    for path in files:
+        truth, cut_out = eval_photo(path)
+        ab = colorizer.truth_ab(truth)
+        for k in PALETTE_SIZES:
+            yield truth, cut_out, k, palette_of(ab, k)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    p = calibration_sweep_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--split", choices=["calib", "val"], default="calib", help="the photos the weights are scored on")
+    a = p.parse_args(argv)
+    train, val, calib = split_images(a.folder, a.val_fraction, a.calib_fraction)
+    colorizer = OnnxColorizer(a.model)
+    assert colorizer.bins is not None, "this model takes no hints"
+    bins = colorizer.bins
+    fitted = [pal for *_, pal in truth_palettes(colorizer, [os.path.join(a.folder, f) for f in train])]
+    weight, err, equal_err = fit_neutral_weight(fitted)
+    print(f"train split, {len(fitted)} palettes: neutral weight {weight:g} (squared share error {err:.4f}, equal")
+    print(f"  weights {equal_err:.4f}); the service's NEUTRAL_WEIGHT is {NEUTRAL_WEIGHT:g}")
+    blank = colorizer.no_hints()
+    scores: dict[tuple[str, int, bool], list[float]] = {}
+    scored = calib if a.split == "calib" else val
+    for truth, cut_out, k, (colours, shares) in truth_palettes(colorizer, [os.path.join(a.folder, f) for f in scored]):
+        palette = tuple((float(x), float(y)) for x, y in colours)
+        ways = {
+            "equal": palette_distribution(palette, bins, neutral_weight=1.0),
+            "service": palette_distribution(palette, bins),
+            "true shares": colours_on_bins(colours, shares, bins),
+        }
+        for way, dist in ways.items():
+            pred = colorizer(truth, Hints(blank.hint_ab, blank.hint_mask, global_hint(dist)))
+            scores.setdefault((way, k, cut_out), []).append(psnr(pred[..., ::-1], truth[..., ::-1]))
+    result: dict[str, float] = {}
+    print(f"{a.split} split, PSNR (dB) of the model given each photo's palette: all | photos | cut-outs")
+    for way in ("equal", "service", "true shares"):
+        for k in PALETTE_SIZES:
+            photos, cut_outs = scores.get((way, k, False), []), scores.get((way, k, True), [])
+            result[f"{way} k={k}"] = float(np.mean(photos + cut_outs))
+            print(
+                f"  {way:12s} k={k}: {result[f'{way} k={k}']:.3f} | {np.mean(photos) if photos else float('nan'):.3f}"
+                f" | {np.mean(cut_outs) if cut_outs else float('nan'):.3f}"
+            )
+    return result | {"fitted_weight": weight}
+
+
+if __name__ == "__main__":
+    main()
