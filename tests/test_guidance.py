@@ -106,7 +106,7 @@ def test_a_point_outside_the_image_is_invalid() -> None:
 
 
 def test_a_near_neutral_palette_colour_weighs_as_the_area_such_colours_cover() -> None:
-    red, gray, tinted_gray = "#e03010", "#808080", "#9090a0"  # chroma ~60, 0 and ~7.5 ab units
+    red, gray, tinted_gray = "#e03010", "#808080", "#9090a0"  # chroma 87, 0 and 9 ab units
     assert np.hypot(*colour_ab(tinted_gray)) > 5
     hint = parse_hints(f'{{"palette": ["{red}", "{gray}"]}}').global_hint(BINS)[:-1]
     assert hint.sum() == pytest.approx(1.0)
