@@ -37,12 +37,16 @@ from bench.common import INT8_MODEL, MODEL, model_feeds, save, split_photos
 # rounding error is amplified; it is ~6% of the MACs. Kept fp32 unless --quantize_head.
 HEAD_WEIGHT = "model.head."
 # The global branch and the global hint each end in one vector per image that is added to every pixel: rounding
-# error there shifts the colour of the whole photo (quantised, the global branch cost 1.1 dB on 1.0.1). The
+# error there shifts the colour of the whole photo (quantised, the global branch cost 1.1 dB on 1.0.1); so does the
+# fusion's product of those vectors, added to every pixel (train.model.Fusion: since 2.5.3 a Gemm of its own). The
 # calibration map is a 1x1 conv on two channels: nothing to gain. The first two encoder convs are 3.7% of the MACs
 # but, quantised alone, each moved the output ab by more than all the other layers together (RMSE 2.6 and 1.8 ab
 # units on 2.4.0): the first one's input puts L (0..100), raw hint ab (±110) and the 0/1 hint mask on one uint8
 # scale, and the second feeds the decoder's full-detail shortcut.
-KEEP_FP32 = "model.global_features.,model.global_hint.,model.calib_,model.encoder.layers.0.,model.encoder.layers.1."
+KEEP_FP32 = (
+    "model.global_features.,model.global_hint.,model.fusion.vectors.,model.calib_,"
+    "model.encoder.layers.0.,model.encoder.layers.1."
+)
 HINT_POINTS = 10  # the hint count of the target
 METHODS = {
     "minmax": CalibrationMethod.MinMax,

@@ -13,7 +13,15 @@ import torch
 from train.bins import SoftEncoder, bins_from_counts, count_ab, rebalance_weights, rebalanced_cross_entropy
 from train.calibrate import apply, fit
 from train.export import export_onnx, parity
-from train.model import IDENTITY_CALIBRATION, ColorizerNet, HeadOutput, ModelArgs, gate_neutrals, shrink_chroma
+from train.model import (
+    IDENTITY_CALIBRATION,
+    ColorizerNet,
+    Fusion,
+    HeadOutput,
+    ModelArgs,
+    gate_neutrals,
+    shrink_chroma,
+)
 
 CENTRES = torch.tensor([[a, b] for a in range(-40, 50, 10) for b in range(-40, 50, 10)], dtype=torch.float32)
 HEADS = ["classification", "regression", "combined"]
@@ -221,6 +229,32 @@ def test_the_exported_gate_sums_the_bins_with_a_matrix_product_and_matches_pytor
         assert parity(model, path, 64, batch=batch) < 1e-3
     model.args.neutral_gate = 0.0  # and the graph does gate: without the gate PyTorch answers otherwise
     assert parity(model, path, 64, batch=1) > 1e-3
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_fusion_is_a_convolution_over_the_map_with_the_vectors_tiled_beside_it(batch: int) -> None:
+    fusion = Fusion(8, 12, 8)
+    torch.nn.init.normal_(fusion.local.bias)
+    local, vectors = torch.randn(batch, 8, 5, 7), torch.randn(batch, 12)
+    weight = torch.cat([fusion.local.weight, fusion.vectors.weight[:, :, None, None]], dim=1)  # (8, 20, 1, 1)
+    tiled = torch.cat([local, vectors[:, :, None, None].expand(-1, -1, 5, 7)], dim=1)  # the seed design's input
+    expected = torch.relu(torch.nn.functional.conv2d(tiled, weight, fusion.local.bias))
+    torch.testing.assert_close(fusion(local, vectors), expected)
+
+
+def test_a_checkpoint_from_before_the_fusions_split_loads_and_gives_the_same_colour() -> None:
+    model = make("combined", hints=True, skips=True).eval()
+    state = model.state_dict()
+    old = {k: v for k, v in state.items() if not k.startswith("fusion.")}  # the fusion as one 1×1 convolution
+    old["fusion.0.weight"] = torch.cat(
+        [state["fusion.local.weight"], state["fusion.vectors.weight"][..., None, None]], 1
+    )
+    old["fusion.0.bias"] = state["fusion.local.bias"]
+    loaded = make("combined", hints=True, skips=True).eval()
+    loaded.load_state_dict(old)  # strict: every key of the split fusion filled
+    lightness, hints = torch.rand(2, 1, 64, 64) * 100, some_hints(2)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(lightness, *hints), model(lightness, *hints))
 
 
 def test_soft_encoding_and_rebalancing() -> None:

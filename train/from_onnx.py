@@ -29,7 +29,7 @@ from torch import nn
 
 from train.config import TrainConfig
 from train.export import parity
-from train.model import ColorizerNet, ModelArgs
+from train.model import ColorizerNet, ModelArgs, split_fusion_weights
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,8 @@ def rebuild(path: Path) -> tuple[ColorizerNet, dict]:
     proto = onnx.load(str(path))
     meta = {p.key: p.value for p in proto.metadata_props}
     weights = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    args = model_args(meta, int(weights["model.fusion.0.weight"].shape[0]))
+    split_fusion_weights(weights, "model.fusion.")  # a file exported before the fusion's split (2.5.3 and earlier)
+    args = model_args(meta, int(weights["model.fusion.local.weight"].shape[0]))
     centres = np.array(json.loads(meta.get("colorizer.ab_bins", "[]")), np.float32).reshape(-1, 2)
     model = ColorizerNet(args, torch.from_numpy(centres) if args.num_bins else None)
     model.load_state_dict(folded_state(model, weights))
