@@ -122,7 +122,7 @@ def rebuild(path: Path) -> tuple[ColorizerNet, dict]:
     proto = onnx.load(str(path))
     meta = {p.key: p.value for p in proto.metadata_props}
     weights = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    split_fusion_weights(weights, "model.fusion.")  # a file exported before the fusion's split (2.5.3 and earlier)
+    split_fusion_weights(weights, "model.fusion.")  # a file exported before the fusion was split (2.5.2 and earlier)
     args = model_args(meta, int(weights["model.fusion.local.weight"].shape[0]))
     centres = np.array(json.loads(meta.get("colorizer.ab_bins", "[]")), np.float32).reshape(-1, 2)
     model = ColorizerNet(args, torch.from_numpy(centres) if args.num_bins else None)
