@@ -227,6 +227,7 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
     assert "gray baseline" in table
     assert ("10 hints" in table) == hints
     assert ("global hint" in table) == hints
+    assert (evaluate.PALETTE_MODE in table) == hints
     assert (report / "grid.png").stat().st_size > 1000
     per_photo = (report / "per_photo.csv").read_text().splitlines()
     assert per_photo[0] == "photo,automatic_psnr,gray_psnr,difference,cut_out"

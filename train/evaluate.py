@@ -7,7 +7,8 @@ Metrics at 256×256 on uint8 RGB, as DDColor's basicsr computes PSNR; colourfuln
 Süsstrunk's (2003) M; the neutral cast is the mean chroma (ab units) a prediction puts where the truth is neutral
 (chroma < NEUTRAL_CHROMA): a gray wall, a studio backdrop, an overcast sky. The gray baseline predicts a = b = 0.
 For a model with hint inputs, the same photos are also scored with 1, 2, 5, 10 and 20 local hints from the truth,
-sampled as in training with a fixed seed, and with the truth's own global hint (Zhang et al. 2017's evaluation).
+sampled as in training with a fixed seed, and with the truth's own global hint (Zhang et al. 2017's evaluation);
+and with a palette of the truth's 3 main colours (k-means of its ab), weighed as the service weighs a palette.
 per_photo.csv lists each photo's automatic and gray PSNR, worst against gray first.
 """
 
@@ -26,15 +27,18 @@ import numpy as np
 import onnxruntime as ort
 
 from app.edges import guided_ab
+from app.guidance import palette_distribution
 from app.point_follow import follow_points
 from train.data import is_calibration, is_validation, list_images, read_bgra, split_images
-from train.hints import ab_distribution, global_hint, place_hints
+from train.hints import ab_distribution, global_hint, palette_of, place_hints
 from train.interval import RESAMPLES, mean_interval
 from train.lab import bgr_to_lab, lab_to_bgr
 
 EVAL_SIZE = 256
 NEUTRAL_CHROMA = 3.0  # ab units; a pixel of the truth below it counts as neutral (just-noticeable is ~2.3)
 HINT_COUNTS = (1, 2, 5, 10, 20)
+PALETTE_COLOURS = 3
+PALETTE_MODE = f"palette (the truth's {PALETTE_COLOURS} main colours)"
 SEED = 2017
 
 
@@ -257,6 +261,10 @@ def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> Report:
         blank = model.no_hints()
         pred = model(truth, Hints(blank.hint_ab, blank.hint_mask, global_hint(ab_distribution(ab, model.bins))))
         score("global hint (truth's)", pred, truth)
+        colours, _ = palette_of(ab, PALETTE_COLOURS)  # the truth's main colours, weighed as the service weighs them
+        palette = palette_distribution(tuple((float(a), float(b)) for a, b in colours), model.bins)
+        pred = model(truth, Hints(blank.hint_ab, blank.hint_mask, global_hint(palette)))
+        score(PALETTE_MODE, pred, truth)
 
     def mean(xs: list[tuple[float, float, float]]) -> Scores:
         return Scores(*(float(np.nanmean(col)) if not np.isnan(col).all() else float("nan") for col in np.array(xs).T))

@@ -5,10 +5,13 @@ Gaussian about the middle of the image with a standard deviation of a quarter of
 (scaled to the crop size) and holding the mean ab of the truth under it.
 
 Global hint: the truth's ab distribution over the model's bins, then a flag of 1; all zeros when dropped.
+
+A palette, for evaluation: the k-means colours of the truth's ab, as a person naming a photo's main colours would.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 STOP_P = 1 / 8  # geometric: each further hint is added with probability 1 - STOP_P
@@ -70,3 +73,12 @@ def sample_global_hint(ab_small: np.ndarray, centres: np.ndarray, rng: np.random
         sparse[keep] = dist[keep]
         dist = sparse / sparse.sum()
     return global_hint(dist)
+
+
+def palette_of(ab: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """ab (2, H, W) -> k colours (k, 2), the k-means centres of its pixels, and the share of pixels each has (k,)."""
+    pixels = np.ascontiguousarray(ab.reshape(2, -1).T, np.float32)
+    cv2.setRNGSeed(7)  # k-means++ draws its starts: fixed, so a palette is the same on every run
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 0.1)
+    _, labels, centres = cv2.kmeans(pixels, k, None, criteria, 3, cv2.KMEANS_PP_CENTERS)
+    return centres, np.bincount(labels.ravel(), minlength=k) / len(labels)

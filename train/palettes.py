@@ -15,25 +15,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-import cv2
 import numpy as np
 
 from app.guidance import NEUTRAL_WEIGHT, colours_on_bins, palette_distribution, palette_weights
 from train.data import split_images
 from train.evaluate import Hints, OnnxColorizer, calibration_sweep_parser, eval_photo, psnr
-from train.hints import global_hint
+from train.hints import global_hint, palette_of
 
 PALETTE_SIZES = (2, 3, 5)
 WEIGHTS = np.round(np.arange(1.0, 6.01, 0.1), 1)  # the neutral weights tried by the fit
-
-
-def palette_of(ab: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """ab (2, H, W) -> k colours (k, 2), the k-means centres of its pixels, and the share of pixels each has (k,)."""
-    pixels = np.ascontiguousarray(ab.reshape(2, -1).T, np.float32)
-    cv2.setRNGSeed(7)  # k-means++ draws its starts: fixed, so a palette is the same on every run
-    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 0.1)
-    _, labels, centres = cv2.kmeans(pixels, k, None, criteria, 3, cv2.KMEANS_PP_CENTERS)
-    return centres, np.bincount(labels.ravel(), minlength=k) / len(labels)
 
 
 def predicted_shares(colours: np.ndarray, neutral_weight: float) -> np.ndarray:
