@@ -52,7 +52,12 @@ def test_the_cli_fits_on_the_train_split_and_scores_each_way_of_weighing_on_anot
     for i in range(16):
         write_photo(photos / f"photo{i:02d}.png", i)
     model = export_small_model(tmp_path / "hints.onnx", hints=True)
-    result = main([str(model), str(photos), "--val_fraction", "0.25", "--calib_fraction", "0.3"])
+    figure = tmp_path / "examples.png"
+    args = [str(model), str(photos), "--val_fraction", "0.25", "--calib_fraction", "0.3", "--examples", str(figure)]
+    result = main(args)
+    sheet = cv2.imread(str(figure))
+    assert sheet.shape[1] == 5 * 160  # gray, equal weights, served weights, true shares, original
+    assert 28 + 160 <= sheet.shape[0] <= 28 + 6 * 160  # a header, then one row a photo shown
     assert result.pop("fitted_weight") > 2  # gray covers four times the colour in these photos
     assert set(result) == {f"{way} k={k}" for way in ("equal", "service", "true shares") for k in PALETTE_SIZES}
     assert all(np.isfinite(v) and v > 10 for v in result.values())

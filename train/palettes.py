@@ -7,7 +7,8 @@ and the weight of a near-neutral colour against a coloured one is the one whose 
 clusters' real ones. It then scores, on the calibration split, the model given each palette with equal weights,
 with the fitted weight, and with the true shares (an oracle no user has), photos and cut-outs apart:
 
-    .venv/bin/python -m train.palettes models/colorizer.onnx ~/.cache/colorize/train [--split val]
+    .venv/bin/python -m train.palettes models/colorizer.onnx ~/.cache/colorize/train [--split val] \
+        [--examples docs/palette_weights.png]
 """
 
 from __future__ import annotations
@@ -15,15 +16,26 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import cv2
 import numpy as np
 
 from app.guidance import NEUTRAL_WEIGHT, colours_on_bins, palette_distribution, palette_weights
 from train.data import split_images
-from train.evaluate import Hints, OnnxColorizer, calibration_sweep_parser, eval_photo, psnr
+from train.evaluate import (
+    PALETTE_COLOURS,
+    Hints,
+    OnnxColorizer,
+    calibration_sweep_parser,
+    contact_sheet,
+    eval_photo,
+    gray_baseline,
+    psnr,
+)
 from train.hints import global_hint, palette_of
 
 PALETTE_SIZES = (2, 3, 5)
 WEIGHTS = np.round(np.arange(1.0, 6.01, 0.1), 1)  # the neutral weights tried by the fit
+EXAMPLE_ROWS = (4, 2)  # the photos the served weights helped most, then the ones they hurt most
 
 
 def predicted_shares(colours: np.ndarray, neutral_weight: float) -> np.ndarray:
@@ -57,6 +69,7 @@ def truth_palettes(colorizer: OnnxColorizer, files: list[str]) -> Iterator[tuple
 def main(argv: list[str] | None = None) -> dict[str, float]:
     p = calibration_sweep_parser(__doc__.split("\n\n")[0])
     p.add_argument("--split", choices=["calib", "val"], default="calib", help="the photos the weights are scored on")
+    p.add_argument("--examples", default="", help=f"a figure of the photos most changed, k = {PALETTE_COLOURS}")
     a = p.parse_args(argv)
     train, val, calib = split_images(a.folder, a.val_fraction, a.calib_fraction)
     colorizer = OnnxColorizer(a.model)
@@ -68,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"  weights {equal_err:.4f}); the service's NEUTRAL_WEIGHT is {NEUTRAL_WEIGHT:g}")
     blank = colorizer.no_hints()
     scores: dict[tuple[str, int, bool], list[float]] = {}
+    examples: list[tuple[float, list[np.ndarray]]] = []  # (served − equal PSNR, the row's images), k = 3
     scored = calib if a.split == "calib" else val
     for truth, cut_out, k, (colours, shares) in truth_palettes(colorizer, [os.path.join(a.folder, f) for f in scored]):
         palette = tuple((float(x), float(y)) for x, y in colours)
@@ -76,9 +90,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "service": palette_distribution(palette, bins),
             "true shares": colours_on_bins(colours, shares, bins),
         }
-        for way, dist in ways.items():
-            pred = colorizer(truth, Hints(blank.hint_ab, blank.hint_mask, global_hint(dist)))
+        preds = {w: colorizer(truth, Hints(blank.hint_ab, blank.hint_mask, global_hint(d))) for w, d in ways.items()}
+        for way, pred in preds.items():
             scores.setdefault((way, k, cut_out), []).append(psnr(pred[..., ::-1], truth[..., ::-1]))
+        if k == PALETTE_COLOURS:
+            change = scores[("service", k, cut_out)][-1] - scores[("equal", k, cut_out)][-1]
+            examples.append((change, [gray_baseline(truth), *preds.values(), truth]))
     result: dict[str, float] = {}
     print(f"{a.split} split, PSNR (dB) of the model given each photo's palette: all | photos | cut-outs")
     for way in ("equal", "service", "true shares"):
@@ -89,7 +106,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 f"  {way:12s} k={k}: {result[f'{way} k={k}']:.3f} | {np.mean(photos) if photos else float('nan'):.3f}"
                 f" | {np.mean(cut_outs) if cut_outs else float('nan'):.3f}"
             )
+    if a.examples:
+        write_examples(examples, a.examples)
     return result | {"fitted_weight": weight}
+
+
+def write_examples(examples: list[tuple[float, list[np.ndarray]]], path: str) -> None:
+    """The photos the served weights changed most, gains first, then the largest losses, as a contact sheet."""
+    ranked = sorted(examples, key=lambda e: -e[0])
+    gains, rest = ranked[: EXAMPLE_ROWS[0]], ranked[EXAMPLE_ROWS[0] :]
+    chosen = gains + [e for e in rest[::-1][: EXAMPLE_ROWS[1]] if e[0] < 0][::-1]
+    labels = ["gray input", "equal weights", "served weights", "true shares", "original"]
+    cv2.imwrite(path, contact_sheet([row for _, row in chosen], labels))
+    print(f"wrote {path}: served − equal weights, dB: " + ", ".join(f"{c:+.2f}" for c, _ in chosen))
 
 
 if __name__ == "__main__":
