@@ -116,9 +116,10 @@ class Guidance:
 
 
 def palette_distribution(
-    palette: tuple[tuple[float, float], ...], bins: np.ndarray, neutral_weight: float = NEUTRAL_WEIGHT
+    palette: tuple[tuple[float, float], ...] | np.ndarray, bins: np.ndarray, neutral_weight: float = NEUTRAL_WEIGHT
 ) -> np.ndarray:
-    """(Q,) the palette's colours on their nearest bins, weighted by palette_weights, summing to 1."""
+    """(Q,) the palette's colours (K, 2: a request's ab pairs, or an array) on their nearest bins, weighted by
+    palette_weights, summing to 1."""
     ab = np.array(palette, np.float32)  # (K, 2)
     return colours_on_bins(ab, palette_weights(ab, neutral_weight), bins)
 

@@ -262,8 +262,8 @@ def evaluate(model_path: str, files: list[str], grid_rows: int = 8) -> Report:
         pred = model(truth, Hints(blank.hint_ab, blank.hint_mask, global_hint(ab_distribution(ab, model.bins))))
         score("global hint (truth's)", pred, truth)
         colours, _ = palette_of(ab, PALETTE_COLOURS)  # the truth's main colours, weighed as the service weighs them
-        palette = palette_distribution(tuple((float(a), float(b)) for a, b in colours), model.bins)
-        pred = model(truth, Hints(blank.hint_ab, blank.hint_mask, global_hint(palette)))
+        palette = global_hint(palette_distribution(colours, model.bins))
+        pred = model(truth, Hints(blank.hint_ab, blank.hint_mask, palette))
         score(PALETTE_MODE, pred, truth)
 
     def mean(xs: list[tuple[float, float, float]]) -> Scores:

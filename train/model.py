@@ -289,16 +289,16 @@ class ColorizerNet(nn.Module):
         c = args.fused_channels
         self.encoder = Encoder(4 if args.hints else 1, args.width, c)
         self.global_features = build_global_extractor(args.global_extractor, c, args.global_weights)
-        fused_in = 2 * c
+        vector_channels = c  # the global feature vector's, and the global hint's beside it
         if args.hints:
             # The global hint enters beside the global feature vector; all zeros (no hint) maps to a learnt constant.
             self.global_hint = nn.Sequential(nn.Linear(args.num_bins + 1, c), nn.ReLU(inplace=True), nn.Linear(c, c))
-            fused_in += c
+            vector_channels += c
         if args.hint_adapter:
             if not args.hints:
                 raise ValueError("the hint adapter needs a hint model")
             self.hint_adapter = HintAdapter(args.width)
-        self.fusion = Fusion(c, fused_in - c, c)
+        self.fusion = Fusion(c, vector_channels, c)
         self.decoder = Decoder(c, args.width, args.skips)
         if bin_centres is None:
             bin_centres = torch.zeros(args.num_bins, 2)

@@ -84,18 +84,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     examples: list[tuple[float, list[np.ndarray]]] = []  # (served − equal PSNR, the row's images), k = 3
     scored = calib if a.split == "calib" else val
     for truth, cut_out, k, (colours, shares) in truth_palettes(colorizer, [os.path.join(a.folder, f) for f in scored]):
-        palette = tuple((float(x), float(y)) for x, y in colours)
         ways = {
-            "equal": palette_distribution(palette, bins, neutral_weight=1.0),
-            "service": palette_distribution(palette, bins),
+            "equal": palette_distribution(colours, bins, neutral_weight=1.0),
+            "service": palette_distribution(colours, bins),
             "true shares": colours_on_bins(colours, shares, bins),
         }
         preds = {w: colorizer(truth, Hints(blank.hint_ab, blank.hint_mask, global_hint(d))) for w, d in ways.items()}
-        for way, pred in preds.items():
-            scores.setdefault((way, k, cut_out), []).append(psnr(pred[..., ::-1], truth[..., ::-1]))
+        psnrs = {way: psnr(pred[..., ::-1], truth[..., ::-1]) for way, pred in preds.items()}
+        for way, value in psnrs.items():
+            scores.setdefault((way, k, cut_out), []).append(value)
         if k == PALETTE_COLOURS:
-            change = scores[("service", k, cut_out)][-1] - scores[("equal", k, cut_out)][-1]
-            examples.append((change, [gray_baseline(truth), *preds.values(), truth]))
+            examples.append((psnrs["service"] - psnrs["equal"], [gray_baseline(truth), *preds.values(), truth]))
     result: dict[str, float] = {}
     print(f"{a.split} split, PSNR (dB) of the model given each photo's palette: all | photos | cut-outs")
     for way in ("equal", "service", "true shares"):
