@@ -39,6 +39,7 @@ lint: setup-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict app
 	$(BIN)/mypy train
+	$(BIN)/mypy bench
 
 ## set up everything and run every check and test
 test: setup-dev system-deps lint

@@ -38,7 +38,7 @@ def photo_like(height: int, width: int, seed: int = 0) -> np.ndarray:
     """A grayscale "photo" as uint8 (H, W): a lit gradient, fractal texture from coarse shapes to fine detail,
     hard-edged objects and film grain. Compresses and decodes like a real photo; flat colour would not."""
     rng = np.random.default_rng(seed)
-    img = np.zeros((height, width), np.float32)
+    img: np.ndarray = np.zeros((height, width), np.float32)
     aspect = height / width
     amplitude = 0.5
     for cells in (3, 12, 48, 192, 768):  # octaves of value noise, upsampled smoothly

@@ -82,7 +82,7 @@ def make_clip(seed: int = 0) -> list[np.ndarray]:
     frames = []
     for t in range(2 * SHOT):
         if t < SHOT:  # pan half a pixel a frame (sub-pixel: every frame is resampled, like a real camera)
-            shift = np.float32([[1, 0, -0.5 * t], [0, 1, 0]])
+            shift = np.array([[1, 0, -0.5 * t], [0, 1, 0]], np.float32)
             img = cv2.warpAffine(wide, shift, (WIDTH, HEIGHT), flags=cv2.INTER_LINEAR)
         else:
             img = room.copy()
@@ -310,14 +310,14 @@ def latency_bench(model: Path, samples: int) -> str:
                     ran &= client.get(job["status_url"]).json()["status"] == "running"
                 status = client.get(job["status_url"]).json()
                 client.delete(f"/videos/{job['id']}")
-                model = client.get("/model").json()
+                info = client.get("/model").json()
         finally:
             server.terminate()
             server.wait(30)
             log.close()
     if not ran:
         print("warning: the job finished before the measurement did", file=sys.stderr)
-    provider = model.get("provider") or model.get("providers", ["?"])[0]
+    provider = info.get("provider") or info.get("providers", ["?"])[0]
 
     def stats(xs: list[float]) -> str:
         return f"{np.median(xs) * 1000:.0f} ms / {np.percentile(xs, 90) * 1000:.0f} ms"

@@ -46,6 +46,8 @@ EXAMPLES = [
 
 def load(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(f"cannot read {path} as an image")
     return cv2.resize(img, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
 
 

@@ -265,7 +265,7 @@ def large_photo(server: Server, data: bytes, max_requests: int, max_seconds: flo
     """One client, one 12 MP JPEG after another: end-to-end latency, and the server's peak memory for it
     (VmHWM after the first large request minus VmHWM before it, on a server that had served only small photos)."""
     hwm_before, rss_before = server.status("VmHWM"), server.status("VmRSS")
-    latencies = []
+    latencies: list[float] = []
     started = time.perf_counter()
     with httpx.Client(base_url=server.url, timeout=300) as client:
         while len(latencies) < max_requests and (not latencies or time.perf_counter() - started < max_seconds):

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,7 @@ def sweep(
                 for _ in range(2):  # warm-up: arenas, kernel choice
                     sess.run(None, model_feeds(sess, x))
                 feeds = model_feeds(sess, x)
-                times = repeat(lambda s=sess, f=feeds: s.run(None, f), min_time, min_runs=5)
+                times = repeat(partial(sess.run, None, feeds), min_time, min_runs=5)
                 row = {"model": name, "threads": n_threads, "batch": batch, **stats(times)}
                 row["images_per_s"] = batch * len(times) / sum(times)
                 rows.append(row)
@@ -148,7 +149,7 @@ def torch_eager(checkpoint: Path, batches: list[int], threads: list[int], min_ti
             with torch.inference_mode():
                 for _ in range(2):
                     model(x)
-                times = repeat(lambda x=x: model(x), min_time, min_runs=5)
+                times = repeat(partial(model, x), min_time, min_runs=5)
             row = {"model": "torch-eager", "threads": n_threads, "batch": batch, **stats(times)}
             row["images_per_s"] = batch * len(times) / sum(times)
             rows.append(row)

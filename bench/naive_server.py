@@ -60,6 +60,8 @@ log.info("naive server: %s", SOURCE)
 
 def colorize_bytes(data: bytes) -> bytes:
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("not an image")
     lab = cv2.cvtColor(bgr.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
     lightness = torch.from_numpy(np.ascontiguousarray(lab[:, :, 0]))[None, None]  # (1, 1, H, W)
     small = F.interpolate(lightness, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
@@ -85,6 +87,6 @@ def colorize(file: Annotated[UploadFile, File()]) -> Response:
     with LOCK:
         try:
             png = colorize_bytes(data)
-        except (cv2.error, AttributeError):  # undecodable: imdecode returned None
+        except (cv2.error, ValueError):  # undecodable
             return JSONResponse({"detail": "not an image"}, 400)
     return Response(png, media_type="image/png")

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
                 assert "tuning" in httpx.get(server.url + "/model").json() or server.name == "before"
             for rep in range(a.reps):
                 for server in servers:
-                    row = {"server": server.name, "rep": rep}
+                    row: dict[str, Any] = {"server": server.name, "rep": rep}
                     row["512"] = small_load(server, payloads, a.seconds)
                     row["12mp"] = large_load(server, large, a.large)
                     rows.append(row)

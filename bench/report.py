@@ -54,11 +54,12 @@ class Report:
     def __init__(self, results: Path, doc: Path, analysis: str = "") -> None:
         self.results, self.plots, self.doc, self.analysis = results, results, doc, analysis
         common.RESULTS = results
-        self.model = common.load("model")
-        self.quant = common.load("quantize")
-        self.stages = common.load("stages")
-        self.load = common.load("load")
-        self.sweep = common.load("load-sweep")
+        # A result not measured yet is empty: each section checks for what it needs.
+        self.model = common.load("model") or {}
+        self.quant = common.load("quantize") or {}
+        self.stages = common.load("stages") or {}
+        self.load = common.load("load") or {}
+        self.sweep = common.load("load-sweep") or {}
         self.targets: list[list[str]] = []
 
     # ------------------------------------------------------------ helpers

@@ -16,6 +16,7 @@ import argparse
 import time
 import zlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +54,16 @@ def pipeline_stages(data: bytes, runtime: ModelRuntime, settings: Settings, min_
     while len(times["decode"]) < 2 or time.perf_counter() - started < min_time:
         decoded, t = timed(lambda: decode_lightness(data, checked_header(data, max_pixels)))
         times["decode"].append(t)
-        small, t = timed(lambda d=decoded: model_input(d.lightness, size))
+        small, t = timed(partial(model_input, decoded.lightness, size))
         times["resize"].append(t)
-        ab, t = timed(lambda s=small: runtime.run(s[None])[0])
+        ab, t = timed(partial(runtime.run, small[None]))
+        ab = ab[0]
         times["model"].append(t)
-        along, t = timed(lambda ab=ab, s=small: guided_ab(ab, s[0]))
+        along, t = timed(partial(guided_ab, ab, small[0]))
         times["edges"].append(t)
-        out, t = timed(lambda d=decoded, along=along: join(d.lightness, along, d.alpha))
+        out, t = timed(partial(join, decoded.lightness, along, decoded.alpha))
         times["join"].append(t)
-        png, t = timed(lambda o=out: encode_image(o, "png", level))
+        png, t = timed(partial(encode_image, out, "png", level))
         times["encode"].append(t)
     # The stages taken apart must be the pipeline the service runs: the same bytes out for the same model output.
     if finish(prepare(data, size, max_pixels), ab, "png", level) != png:
@@ -115,6 +117,11 @@ def app_encoder(level: int) -> str:
     return f"app: encode_image, level {level}"
 
 
+def sub_png(compress: Callable[..., Any], level: int) -> Callable[[np.ndarray], bytes]:
+    """The service's Sub-filtered PNG (app.encode) with ``compress`` at ``level`` as its deflate."""
+    return lambda img: png_sub_filtered(img, lambda data: bytes(compress(data, level)))
+
+
 def png_encoders(full: bool, app_level: int) -> dict[str, Callable[[np.ndarray], bytes]]:
     """Every PNG encoder that installs here, by name, first the app's own (encode_image at ``app_level``); ``full``
     adds the slow levels and every strategy/filter."""
@@ -138,18 +145,14 @@ def png_encoders(full: bool, app_level: int) -> dict[str, Callable[[np.ndarray],
                 cv2, f"IMWRITE_PNG_{name}" if name.endswith("FILTERS") else f"IMWRITE_PNG_FILTER_{name}"
             )
             enc[f"cv2 level 1 filter {name}"] = cv(cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, png_filter)
-    enc["sub + zlib level 1"] = lambda img: png_sub_filtered(img, lambda d: zlib.compress(d, 1))
+    enc["sub + zlib level 1"] = sub_png(zlib.compress, 1)
     for level in (0, 1, 2, 3):
-        enc[f"sub + isal level {level}"] = lambda img, level=level: png_sub_filtered(
-            img, lambda d: isal_zlib.compress(d, level)
-        )
+        enc[f"sub + isal level {level}"] = sub_png(isal_zlib.compress, level)
     try:
         from zlib_ng import zlib_ng
 
         for level in (1, 2):
-            enc[f"sub + zlib-ng level {level}"] = lambda img, level=level: png_sub_filtered(
-                img, lambda d: zlib_ng.compress(d, level)
-            )
+            enc[f"sub + zlib-ng level {level}"] = sub_png(zlib_ng.compress, level)
     except ImportError:
         pass
     try:
@@ -192,7 +195,7 @@ def compare_png(img: np.ndarray, encoders: dict[str, Callable[[np.ndarray], byte
     for name, encode in encoders.items():
         data = encode(img)
         back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        times = repeat(lambda e=encode: e(img), min_time, min_runs=2)
+        times = repeat(partial(encode, img), min_time, min_runs=2)
         row = {
             "encoder": name,
             "bytes": len(data),

@@ -55,7 +55,7 @@ def build(images: list[np.ndarray], seed: int) -> tuple[Any, Any, int]:
     centres, prior = compute_bins(images)
     weights = rebalance_weights(centres, prior, cfg.rebalance_lambda, cfg.soft_sigma)
     args = model_args(cfg, len(centres))
-    model = ColorizerNet(args, torch.from_numpy(centres)).to(memory_format=torch.channels_last)
+    model = ColorizerNet(args, torch.from_numpy(centres)).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     objective = Objective(cfg, torch.from_numpy(centres), torch.from_numpy(weights))
     return model, objective, len(centres)
 

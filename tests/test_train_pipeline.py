@@ -168,6 +168,8 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         assert kept  # the gain found for each power gives the ungated colourfulness back
         assert all(abs(r.colourfulness - rows[0].colourfulness) < 0.01 for r in kept)
         assert all(r.gain > 1 for r in rows[1:])  # each power fades something, so each needs a gain to hand it back
+        larger = choose_gate.calibration_rows(model, ckpt_dict["config"], str(photo_dir), input_size=96)
+        assert larger[0].psnr != rows[0].psnr  # scored at the served size asked for, not the training crop's
         faded = 0.8 * rows[0].colourfulness  # two models are compared at one colourfulness, reached either way
         at_one = choose_gate.calibration_rows(model, ckpt_dict["config"], str(photo_dir), colourfulness=faded)
         assert all(abs(r.colourfulness - faded) < 0.01 for r in at_one[1:])

@@ -116,12 +116,13 @@ def best_row(rows: list[GateRow]) -> GateRow:
 
 
 def calibration_rows(
-    model: ColorizerNet, cfg: dict, data_dir: str, colourfulness: float | None = None
+    model: ColorizerNet, cfg: dict, data_dir: str, colourfulness: float | None = None, input_size: int = 0
 ) -> list[GateRow]:
-    """compare() on the calibration split of the run whose training config is ``cfg``."""
+    """compare() on the calibration split of the run whose training config is ``cfg``, the photos squeezed to
+    ``input_size`` (default: the training crop size, which is also train.export's default input size)."""
     paths = calibration_paths(data_dir, cfg["val_fraction"], cfg["calib_fraction"])
     photos = [load_eval_image(path) for path in paths]
-    return compare(Scorer(model, photos, int(cfg["crop_size"])), colourfulness=colourfulness)
+    return compare(Scorer(model, photos, input_size or int(cfg["crop_size"])), colourfulness=colourfulness)
 
 
 def main(argv: list[str] | None = None) -> GateRow:
@@ -143,6 +144,12 @@ def main(argv: list[str] | None = None) -> GateRow:
         help="gate every power to this colourfulness (÷ the truth's) instead of the ungated read-out's, to compare "
         "two models at one colourfulness",
     )
+    p.add_argument(
+        "--input_size",
+        type=int,
+        default=0,
+        help="the side the photos are squeezed to, as train.export's --input_size; default: the training crop size",
+    )
     a = p.parse_args(argv)
     model, ckpt = load_model(a.checkpoint, a.annealed_t, a.readout)
     if model.args.head == "regression":
@@ -151,7 +158,7 @@ def main(argv: list[str] | None = None) -> GateRow:
     root = a.data_dir or cfg["data_dir"]
     if a.calibrate:
         calibrate(model, root, cfg, a.cache_dir)
-    rows = calibration_rows(model, cfg, root, a.colourfulness or None)
+    rows = calibration_rows(model, cfg, root, a.colourfulness or None, a.input_size)
     print("| power | gain | PSNR, calibration split (dB) | colourfulness ÷ truth | neutral cast |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
