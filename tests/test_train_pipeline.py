@@ -24,6 +24,7 @@ from train import (
     corrections,
     evaluate,
     export,
+    finetune_hints,
 )
 from train.config import parse_config
 from train.ema import WeightAverage
@@ -484,3 +485,22 @@ def test_a_run_with_a_weight_average_writes_it_as_a_model_and_resumes_it(photo_d
     resumed = torch.load(last, weights_only=False)
     for key, value in saved["ema"].items():
         assert torch.equal(resumed["ema"][key], value)  # the average resumed, not restarted from the weights
+
+
+@pytest.mark.slow
+def test_a_fine_tune_on_other_crops_trains_on_them_and_exports_at_their_size(photo_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    common = ["--data_dir", str(photo_dir), "--out_dir", str(out), "--crop_size", "64", "--width", "8"]
+    common += ["--batch_size", "4", "--eval_every", "2", "--workers", "0", "--warmup_steps", "1", "--max_steps", "2"]
+    start = train(parse_config([*common, "--val_fraction", "0.2", "--calib_fraction", "0.3", "--hint_adapter", "true"]))
+    tuned = str(tmp_path / "ft.pt")
+    finetune_hints.main(
+        [start, tuned, "--trunk_lr", "1e-3", "--steps", "1", "--cache_dir", str(out), "--crop_size", "96"]
+    )
+    assert torch.load(tuned, weights_only=False)["config"]["crop_size"] == 96  # what export and choose_gate default to
+    onnx_path = tmp_path / "ft.onnx"
+    export.main([tuned, str(onnx_path), "--version", "test-crops"])
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert meta["colorizer.input_size"] == "96"
+    with pytest.raises(SystemExit):  # the encoder strides by 8
+        finetune_hints.main([start, tuned, "--steps", "1", "--cache_dir", str(out), "--crop_size", "100"])

@@ -293,6 +293,12 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="smallest crop side as a share of the photo's shorter side; default: the checkpoint's",
     )
+    p.add_argument(
+        "--crop_size",
+        type=int,
+        default=0,
+        help="training crop side, and the saved checkpoint's (export's default input size); default: the checkpoint's",
+    )
     p.add_argument("--save_minutes", type=float, default=10.0, help="minutes between saves")
     p.add_argument("--snapshots", action="store_true", help="keep each save as <out>.step<N>.pt as well")
     a = p.parse_args(argv)
@@ -313,6 +319,10 @@ def main(argv: list[str] | None = None) -> None:
         cfg.plain_backdrop_share = a.plain_backdrop_share
     if a.min_crop_fraction > 0:
         cfg.min_crop_fraction = a.min_crop_fraction
+    if a.crop_size:  # e.g. a run trained on smaller crops, fine-tuned last at the size it is served at
+        if a.crop_size % 8:
+            p.error(f"--crop_size must be a multiple of 8 (the encoder strides by 8), not {a.crop_size}")
+        cfg.crop_size = ckpt["config"]["crop_size"] = a.crop_size
     centres, prior = ckpt["bins"]["centres"], ckpt["bins"]["prior"]
     weights = rebalance_weights(centres, prior, cfg.rebalance_lambda, cfg.soft_sigma)
     objective = Objective(cfg, torch.from_numpy(centres), torch.from_numpy(weights))
