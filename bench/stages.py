@@ -56,8 +56,8 @@ def pipeline_stages(data: bytes, runtime: ModelRuntime, settings: Settings, min_
         times["decode"].append(t)
         small, t = timed(partial(model_input, decoded.lightness, size))
         times["resize"].append(t)
-        ab, t = timed(partial(runtime.run, small[None]))
-        ab = ab[0]
+        batch_ab, t = timed(partial(runtime.run, small[None]))
+        ab = batch_ab[0]
         times["model"].append(t)
         along, t = timed(partial(guided_ab, ab, small[0]))
         times["edges"].append(t)

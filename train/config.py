@@ -112,9 +112,14 @@ def parse_config(argv: list[str] | None = None, base: TrainConfig | None = None)
         parser.error(f"--snapshot_every must be a multiple of --eval_every ({cfg.eval_every}): {cfg.snapshot_every}")
     if not 0.0 <= cfg.ema_decay < 1.0:
         parser.error(f"--ema_decay must lie in [0, 1), not {cfg.ema_decay}")
-    if cfg.crop_size % 8:
-        parser.error(f"--crop_size must be a multiple of 8 (the encoder strides by 8), not {cfg.crop_size}")
+    if problem := crop_size_problem(cfg.crop_size):
+        parser.error(problem)
     return cfg
+
+
+def crop_size_problem(size: int) -> str:
+    """Why ``size`` cannot be a training crop's side, or "" when it can (train.train's and the fine-tunes' check)."""
+    return f"--crop_size must be a multiple of 8 (the encoder strides by 8), not {size}" if size % 8 else ""
 
 
 def _parse_bool(text: str) -> bool:

@@ -79,7 +79,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from train.bins import bin_log_probabilities, rebalance_weights
-from train.config import TrainConfig
+from train.config import TrainConfig, crop_size_problem
 from train.data import RandomCrops, load_cached, split_images
 from train.export import load_model
 from train.model import ColorizerNet, HeadOutput
@@ -320,8 +320,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.min_crop_fraction > 0:
         cfg.min_crop_fraction = a.min_crop_fraction
     if a.crop_size:  # e.g. a run trained on smaller crops, fine-tuned last at the size it is served at
-        if a.crop_size % 8:
-            p.error(f"--crop_size must be a multiple of 8 (the encoder strides by 8), not {a.crop_size}")
+        if problem := crop_size_problem(a.crop_size):
+            p.error(problem)
         cfg.crop_size = ckpt["config"]["crop_size"] = a.crop_size
     centres, prior = ckpt["bins"]["centres"], ckpt["bins"]["prior"]
     weights = rebalance_weights(centres, prior, cfg.rebalance_lambda, cfg.soft_sigma)

@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 def write_examples(examples: list[tuple[float, list[np.ndarray]]], path: str) -> None:
     """The photos the served weights changed most, gains first, then the largest losses, as a contact sheet."""
     ranked = sorted(examples, key=lambda e: -e[0])
-    gains, rest = ranked[: EXAMPLE_ROWS[0]], ranked[EXAMPLE_ROWS[0] :]
-    chosen = gains + [e for e in rest[::-1][: EXAMPLE_ROWS[1]] if e[0] < 0][::-1]
+    gains, losses = ranked[: EXAMPLE_ROWS[0]], [e for e in ranked[EXAMPLE_ROWS[0] :] if e[0] < 0]
+    chosen = gains + losses[max(0, len(losses) - EXAMPLE_ROWS[1]) :]  # the largest losses, which sort last
     labels = ["gray input", "equal weights", "served weights", "true shares", "original"]
     cv2.imwrite(path, contact_sheet([row for _, row in chosen], labels))
     print(f"wrote {path}: served − equal weights, dB: " + ", ".join(f"{c:+.2f}" for c, _ in chosen))
