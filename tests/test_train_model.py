@@ -394,7 +394,10 @@ def test_a_hint_adapter_starts_as_the_model_and_fine_tunes_without_touching_the_
     objective = Objective(TrainConfig(head="classification", hints=True), CENTRES, torch.ones(len(CENTRES)))
     batches = [[torch.rand(4, 1, 64, 64) * 100, torch.empty(4, 2, 32, 32).uniform_(-40, 40), *some_hints(4)]] * 4
     saved: list[int] = []
-    assert finetune(grown, objective, batches, lr=1e-2, seconds=600, save=saved.append, save_every=0) == 4
+    assert (
+        finetune(grown, objective, batches, lr=1e-2, seconds=600, save=lambda p: saved.append(p.step), save_every=0)
+        == 4
+    )
     assert saved == [1, 2, 3, 4]  # a stopped run keeps what it reached
     with torch.no_grad():
         torch.testing.assert_close(grown(lightness), auto, rtol=0, atol=0)  # no bias in the adapter: exact zeros

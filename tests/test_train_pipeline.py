@@ -25,6 +25,7 @@ from train import (
     evaluate,
     export,
     finetune_hints,
+    recipe,
 )
 from train.config import parse_config
 from train.ema import WeightAverage
@@ -504,3 +505,73 @@ def test_a_fine_tune_on_other_crops_trains_on_them_and_exports_at_their_size(pho
     assert meta["colorizer.input_size"] == "96"
     with pytest.raises(SystemExit):  # the encoder strides by 8
         finetune_hints.main([start, tuned, "--steps", "1", "--cache_dir", str(out), "--crop_size", "100"])
+
+
+def adam_steps(checkpoint: dict) -> set[float]:
+    """The step counts Adam holds for the weights a saved, unfinished fine-tune will resume with."""
+    return {float(s["step"]) for s in checkpoint["finetune_resume"]["optimizer"]["state"].values()}
+
+
+@pytest.mark.slow
+def test_a_stopped_fine_tune_resumes_where_it_stopped_and_a_finished_one_is_left_alone(
+    photo_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    common = ["--data_dir", str(photo_dir), "--out_dir", str(out), "--crop_size", "64", "--width", "8"]
+    common += ["--batch_size", "4", "--eval_every", "2", "--workers", "0", "--warmup_steps", "1", "--max_steps", "2"]
+    start = train(parse_config([*common, "--val_fraction", "0.2", "--calib_fraction", "0.3", "--hint_adapter", "true"]))
+    tuned = tmp_path / "ft.pt"
+    command = [start, str(tuned), "--trunk_lr", "1e-3", "--anchor", "1", "--steps", "4", "--cache_dir", str(out)]
+    finetune_hints.main([*command, "--stop_step", "2"])
+    stopped = torch.load(tuned, weights_only=False)
+    assert stopped["extra"]["finetune_hints"]["steps"] == 2
+    assert adam_steps(stopped) == {2.0}
+    finetune_hints.main([*command, "--stop_step", "3"])  # the same run: one step more, not three from the start
+    resumed = torch.load(tuned, weights_only=False)
+    assert resumed["extra"]["finetune_hints"]["steps"] == 3
+    assert adam_steps(resumed) == {3.0}  # Adam's moments went on rather than starting again
+    group = resumed["finetune_resume"]["optimizer"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(group["peak_lr"] * 0.5 * (1 + np.cos(np.pi * 2 / 4)))  # the cosine went on
+    moved = [
+        k for k, v in resumed["model"].items() if v.is_floating_point() and not torch.equal(v, stopped["model"][k])
+    ]
+    assert moved
+    finetune_hints.main(command)
+    done = torch.load(tuned, weights_only=False)
+    assert done["extra"]["finetune_hints"]["steps"] == 4
+    assert "finetune_resume" not in done  # finished: no optimiser state to carry
+    written = tuned.stat().st_mtime_ns
+    finetune_hints.main(command)  # the budget is spent: nothing to do
+    assert tuned.stat().st_mtime_ns == written
+    finetune_hints.main([*command, "--lr", "5e-4", "--stop_step", "1"])  # another run's file: started afresh
+    assert torch.load(tuned, weights_only=False)["extra"]["finetune_hints"]["steps"] == 1
+
+
+@pytest.mark.slow
+def test_the_recipe_trains_exports_and_scores_and_a_rerun_redoes_only_what_is_missing(
+    photo_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "recipe"
+    steps = ["--cycle_steps", "4", "--cycle_stop", "2", "--ft1_steps", "2", "--ft2_steps", "2"]
+    flags = [str(out), *steps, "--crop_size", "48", "--served_size", "64", "--version", "test-recipe"]
+    flags += ["--data_dir", str(photo_dir), "--width", "8", "--batch_size", "4", "--workers", "0"]
+    flags += ["--val_fraction", "0.2", "--calib_fraction", "0.3", "--warmup_steps", "1"]
+    onnx_path = recipe.main(flags)
+    saved = {name: torch.load(out / name, weights_only=False) for name in ("last.pt", "ft1.pt", "ft2.pt")}
+    assert saved["last.pt"]["step"] == 2  # stopped inside its 4-step cosine
+    assert saved["last.pt"]["config"]["max_steps"] == 4
+    assert saved["ft1.pt"]["extra"]["finetune_hints"]["from"] == str(out / "ema_step2.pt")
+    assert [saved[n]["config"]["crop_size"] for n in ("ft1.pt", "ft2.pt")] == [48, 64]
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert (meta["colorizer.version"], meta["colorizer.input_size"]) == ("test-recipe", "64")
+    assert json.loads(meta["colorizer.neutral_gate"])[0] == recipe.GATE_POWER
+    assert "automatic" in (out / "eval_val" / "EVALUATION.md").read_text()
+    written = {p.name: p.stat().st_mtime_ns for p in (out / "ft1.pt", out / "ft2.pt", onnx_path)}
+    recipe.main(flags)  # everything done: nothing is redone
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "ft1.pt", out / "ft2.pt", onnx_path)} == written
+    (out / "ft2.pt").unlink()
+    recipe.main(flags)  # the last fine-tune, the export and the scores again; the stages before it kept
+    assert (out / "ft1.pt").stat().st_mtime_ns == written["ft1.pt"]
+    assert onnx_path.stat().st_mtime_ns > written["colorizer.onnx"]
+    stages = [line.split()[-1] for line in (out / "times.log").read_text().splitlines()]
+    assert stages[:6] == ["cycle", "ft1", "ft2", "export", "evaluate", "end"]

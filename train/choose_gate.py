@@ -125,6 +125,13 @@ def calibration_rows(
     return compare(Scorer(model, photos, input_size or int(cfg["crop_size"])), colourfulness=colourfulness)
 
 
+def print_rows(rows: list[GateRow]) -> None:
+    print("| power | gain | PSNR, calibration split (dB) | colourfulness ÷ truth | neutral cast |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r.power:g} | {r.gain:.3f} | {r.psnr:.3f} | {r.colourfulness:.3f} | {r.neutral_cast:.2f} |")
+
+
 def main(argv: list[str] | None = None) -> GateRow:
     p = argparse.ArgumentParser(
         description="Choose the neutral gate of a model's automatic mode on the calibration split."
@@ -159,10 +166,7 @@ def main(argv: list[str] | None = None) -> GateRow:
     if a.calibrate:
         calibrate(model, root, cfg, a.cache_dir)
     rows = calibration_rows(model, cfg, root, a.colourfulness or None, a.input_size)
-    print("| power | gain | PSNR, calibration split (dB) | colourfulness ÷ truth | neutral cast |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
-    for r in rows:
-        print(f"| {r.power:g} | {r.gain:.3f} | {r.psnr:.3f} | {r.colourfulness:.3f} | {r.neutral_cast:.2f} |")
+    print_rows(rows)
     best = best_row(rows)
     chosen = f"export it with {best.flags()}" if best.power else "no gate keeps the PSNR: export it ungated"
     print(f"\nbest (lowest cast within {PSNR_TOLERANCE} dB of the ungated PSNR): power {best.power:g}; {chosen}")

@@ -58,7 +58,10 @@ question is whether a network can learn it, at the work of one pass:
     python -m train.finetune_hints runs/v25/ft2.pt runs/v27/mirrored.pt --trunk_lr 3e-4 --lr 1e-3 \
         --anchor 1 --anchor_mirrored --minutes 25 --precision bf16
 
-The output is a checkpoint like any other: train.choose_readout, train.export and train.evaluate take it.
+The output is a checkpoint like any other: train.choose_readout, train.export and train.evaluate take it. Until the
+budget is spent it also holds the optimiser's state, so the same command run again resumes where a stopped run left
+off (``--stop_step N`` stops it there on purpose), and once the budget is spent the same command does nothing:
+train.recipe reruns its stages so.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -184,6 +188,16 @@ def anchor_term(
     return to_start if anchor_to is None else to_colour
 
 
+@dataclasses.dataclass
+class Progress:
+    """Where a fine-tune stands: what a save writes, and what a resumed run starts from."""
+
+    step: int = 0
+    seconds: float = 0.0  # of training, over every resume
+    optimizer: dict[str, Any] = dataclasses.field(default_factory=dict)
+    model: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+
 def budget_spent(step: int, steps: int, elapsed: float, seconds: float) -> float:
     """The share of the budget spent: of the steps when there is a step budget, else of the time."""
     return step / steps if steps else elapsed / seconds
@@ -195,7 +209,7 @@ def finetune(
     batches: Iterable[list[torch.Tensor]],
     lr: float,
     seconds: float,
-    save: Callable[[int], None] | None = None,
+    save: Callable[[Progress], None] | None = None,
     save_every: float = 600.0,
     trunk_lr: float = 0.0,
     precision: str = "fp32",
@@ -203,13 +217,17 @@ def finetune(
     anchor_to: ColorizerNet | None = None,
     anchor_mirrored: bool = False,
     steps: int = 0,
+    stop_step: int = 0,
+    resume: Progress | None = None,
 ) -> int:
     """Adam (no weight decay, which would move the frozen slice) on the hint weights for ``seconds`` (and on the rest
     at ``trunk_lr``, when > 0), each rate decaying to 0 on a cosine over that time; the number of steps taken.
     ``steps`` > 0 makes the budget that many steps instead (``seconds`` still stops it early): the cosine then follows
     the step count, so a recipe replays step for step on a faster or slower CPU.
-    ``save(steps)`` runs every ``save_every`` seconds, so a run that is stopped early still leaves the model it had
-    reached. ``precision`` "bf16" runs the forward pass and the loss under bfloat16 autocast (train.config).
+    ``save(progress)`` runs every ``save_every`` seconds and at the end, so a run that is stopped early still leaves
+    the model it had reached, and ``resume`` (a saved Progress) continues it: its weights, optimiser state, step and
+    time, the cosine where it was. ``stop_step`` > 0 stops after that step of the budget. ``precision`` "bf16" runs
+    the forward pass and the loss under bfloat16 autocast (train.config).
     ``anchor`` > 0 (with ``trunk_lr``) adds that weight × anchor_loss between the automatic mode and the starting
     model's, on half of each batch; with ``anchor_to``, that weight × the objective between the automatic mode and
     ``anchor_to``'s decoded automatic colour."""
@@ -222,11 +240,20 @@ def finetune(
     # made after the reset above, so a copy of the start holds the uncalibrated output the read-out is chosen on
     held_to = anchor_term(model, objective, anchor_to, anchor_mirrored) if anchor and trunk_lr else None
     opt = torch.optim.Adam(parameter_groups(model, lr, trunk_lr))
-    start, step = time.time(), 0
-    saved_at = start
+    step, spent = 0, 0.0
+    if resume is not None:  # after the anchor's copy above: a resumed run still holds to where the run started
+        model.load_state_dict(resume.model)
+        opt.load_state_dict(resume.optimizer)
+        step, spent = resume.step, resume.seconds
+    first_step, start = step, time.time()
+    saved_at, saved_step = start, step
+
+    def progress() -> Progress:
+        return Progress(step, spent + time.time() - start, opt.state_dict(), model.state_dict())
+
     for lightness, ab, *hints in batches:
-        elapsed = time.time() - start
-        if elapsed >= seconds or (steps and step >= steps):
+        elapsed = spent + time.time() - start
+        if elapsed >= seconds or (steps and step >= steps) or (stop_step and step >= stop_step):
             break
         share = budget_spent(step, steps, elapsed, seconds)
         for group in opt.param_groups:  # cosine decay over the budget, so the run ends on a settled step
@@ -243,12 +270,36 @@ def finetune(
         opt.step()
         step += 1
         if step % 25 == 0:
-            took = (time.time() - start) / step
+            took = (time.time() - start) / (step - first_step)
             log.info("step %d, loss %.4f (anchor term %.4f), %.2f s/step", step, loss.item(), held.item(), took)
         if save is not None and time.time() - saved_at >= save_every:
-            save(step)
-            saved_at = time.time()
+            save(progress())
+            saved_at, saved_step = time.time(), step
+    if save is not None and step != saved_step:
+        save(progress())
     return step
+
+
+RESUME_KEY = "finetune_resume"
+
+
+def finished(progress: Progress, steps: int, minutes: float) -> bool:
+    """Whether the budget is spent: the steps when there is a step budget, else the time."""
+    return progress.step >= steps if steps else progress.seconds >= minutes * 60
+
+
+def saved_progress(out: str, settings: dict[str, Any]) -> Progress | None:
+    """The fine-tune ``out`` holds, when it is this same run (``settings`` equal): finished (its optimiser state then
+    dropped) or not; None when there is none, or another run's, which this one then starts afresh and replaces."""
+    if not os.path.exists(out):
+        return None
+    saved = torch.load(out, map_location="cpu", weights_only=False)
+    record = saved.get("extra", {}).get("finetune_hints", {})
+    if any(record.get(key) != value for key, value in settings.items()):
+        log.info("%s holds another fine-tune; starting afresh", out)
+        return None
+    state = saved.get(RESUME_KEY, {})
+    return Progress(record["steps"], state.get("seconds", math.inf), state.get("optimizer", {}), saved["model"])
 
 
 def with_adapter(model: ColorizerNet) -> ColorizerNet:
@@ -299,6 +350,9 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="training crop side, and the saved checkpoint's (export's default input size); default: the checkpoint's",
     )
+    p.add_argument(
+        "--stop_step", type=int, default=0, help="stop after this step of --steps; the same command again resumes"
+    )
     p.add_argument("--save_minutes", type=float, default=10.0, help="minutes between saves")
     p.add_argument("--snapshots", action="store_true", help="keep each save as <out>.step<N>.pt as well")
     a = p.parse_args(argv)
@@ -308,6 +362,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--anchor_mirrored needs --anchor and holds to the start, not to --anchor_to")
     if a.anchor_to and not a.anchor:
         p.error("--anchor_to needs --anchor, the weight of its term")
+    if a.stop_step and not a.steps:
+        p.error("--stop_step needs --steps, the budget it stops inside")
     minutes = a.minutes if a.minutes is not None else math.inf if a.steps else 60.0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     model, ckpt = load_model(a.checkpoint)
@@ -323,17 +379,40 @@ def main(argv: list[str] | None = None) -> None:
         if problem := crop_size_problem(a.crop_size):
             p.error(problem)
         cfg.crop_size = ckpt["config"]["crop_size"] = a.crop_size
+    settings = {  # what the run is; a saved run resumes only when the command asks for the same
+        "from": a.checkpoint,
+        "step_budget": a.steps,
+        "minutes": minutes,
+        "lr": a.lr,
+        "trunk_lr": a.trunk_lr,
+        "seed": a.seed,
+        "adapter": a.adapter,
+        "anchor": a.anchor,
+        "anchor_to": a.anchor_to,
+        "anchor_mirrored": a.anchor_mirrored,
+        "precision": a.precision,
+        "min_crop_fraction": cfg.min_crop_fraction,  # the crops it trains on (RandomCrops below)
+        "plain_backdrop_share": cfg.plain_backdrop_share,
+        "crop_size": cfg.crop_size,
+    }
+    resume = saved_progress(a.out, settings)
+    if resume is not None and finished(resume, a.steps, minutes):
+        log.info("%s already holds this fine-tune's %d steps; nothing to do", a.out, resume.step)
+        return
     centres, prior = ckpt["bins"]["centres"], ckpt["bins"]["prior"]
     weights = rebalance_weights(centres, prior, cfg.rebalance_lambda, cfg.soft_sigma)
     objective = Objective(cfg, torch.from_numpy(centres), torch.from_numpy(weights))
     train_files, _, _ = split_images(cfg.data_dir, cfg.val_fraction, cfg.calib_fraction)
     cache = a.cache_dir or os.path.join(os.path.dirname(a.out) or ".", "cache")
     images = load_cached(cfg.data_dir, train_files, cache, cfg.cache_max_side)
+    start_step = resume.step if resume is not None else 0
+    if resume is not None:
+        log.info("resuming %s at step %d", a.out, start_step)
     crops = RandomCrops(
         images,
         cfg.crop_size,
         cfg.min_crop_fraction,
-        a.seed,
+        a.seed + start_step,  # a resumed run draws on from a new seed, as train.train's does
         centres,
         cfg.plain_backdrop_share,
         full_res=model.args.full_res,
@@ -341,28 +420,20 @@ def main(argv: list[str] | None = None) -> None:
     batches = DataLoader(crops, batch_size=cfg.batch_size, num_workers=1)
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
 
-    def save(steps: int) -> None:
-        ckpt["model"], ckpt["model_args"] = model.state_dict(), model.args.as_dict()
-        extra = {
-            "from": a.checkpoint,
-            "steps": steps,
-            "step_budget": a.steps,
-            "lr": a.lr,
-            "trunk_lr": a.trunk_lr,
-            "anchor": a.anchor,
-            "anchor_to": a.anchor_to,
-            "anchor_mirrored": a.anchor_mirrored,
-            "min_crop_fraction": cfg.min_crop_fraction,  # the crops it trained on (RandomCrops above)
-            "plain_backdrop_share": cfg.plain_backdrop_share,
-        }
+    def save(progress: Progress) -> None:
+        ckpt["model"], ckpt["model_args"] = progress.model, model.args.as_dict()
+        extra = {"steps": progress.step, **settings}
         ckpt["extra"] = {**ckpt.get("extra", {}), "finetune_hints": extra}
+        ckpt.pop(RESUME_KEY, None)
+        if not finished(progress, a.steps, minutes):  # the optimiser's state only while there is more to do
+            ckpt[RESUME_KEY] = {"optimizer": progress.optimizer, "seconds": progress.seconds}
         save_checkpoint(a.out, ckpt)
         if a.snapshots:
-            shutil.copyfile(a.out, f"{os.path.splitext(a.out)[0]}.step{steps}.pt")
-        log.info("%d steps; saved %s", steps, a.out)
+            shutil.copyfile(a.out, f"{os.path.splitext(a.out)[0]}.step{progress.step}.pt")
+        log.info("%d steps; saved %s", progress.step, a.out)
 
     anchor_to = load_model(a.anchor_to)[0] if a.anchor_to else None
-    steps = finetune(
+    finetune(
         model,
         objective,
         batches,
@@ -376,8 +447,9 @@ def main(argv: list[str] | None = None) -> None:
         anchor_to=anchor_to,
         anchor_mirrored=a.anchor_mirrored,
         steps=a.steps,
+        stop_step=a.stop_step,
+        resume=resume,
     )
-    save(steps)
 
 
 if __name__ == "__main__":
