@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 
+from train.config import parse_config
 from train.export import architecture_name, export_onnx, hint_metadata
 from train.model import ColorizerNet, ModelArgs
+from train.train import train
 
 # A 10-unit grid over the usual ab range, as train/bins.py would find in photos.
 CENTRES = torch.tensor([[a, b] for a in range(-80, 90, 10) for b in range(-80, 90, 10)], dtype=torch.float32)
@@ -35,3 +37,12 @@ def export_small_model(path: Path, hints: bool, size: int = 64, seed: int = 0) -
     diff = export_onnx(model, path, size, metadata)
     assert diff < 1e-3, diff
     return path
+
+
+def tiny_hint_run(photo_dir: Path, out: Path, *flags: str) -> str:
+    """A 2-step cycle of a small hint model (train.train) on a test's photo folder, split so every split has photos:
+    where the fine-tune tests start. The path of its last.pt."""
+    common = ["--data_dir", str(photo_dir), "--out_dir", str(out), "--crop_size", "64", "--width", "8"]
+    common += ["--batch_size", "4", "--eval_every", "2", "--workers", "0", "--warmup_steps", "1", "--max_steps", "2"]
+    common += ["--val_fraction", "0.2", "--calib_fraction", "0.3", "--hint_adapter", "true"]
+    return train(parse_config([*common, *flags]))

@@ -16,11 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import decode_png, gray_png, launch, photo_like
+from tests.hint_model import tiny_hint_run
 from train import choose_gate, choose_readout, evaluate, export, finetune_hints, from_onnx
-from train.config import TrainConfig, parse_config
+from train.config import TrainConfig
 from train.data import to_sample
 from train.model import ColorizerNet, HeadOutput, ModelArgs, gate_neutrals
-from train.train import Objective, at_size, train
+from train.train import Objective, at_size
 
 CENTRES = torch.tensor([[a, b] for a in range(-40, 50, 10) for b in range(-40, 50, 10)], dtype=torch.float32)
 
@@ -124,10 +125,7 @@ def test_a_full_resolution_run_trains_fine_tunes_exports_rebuilds_scores_and_ser
     photo_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    flags = ["--data_dir", str(photo_dir), "--out_dir", str(out), "--crop_size", "64", "--width", "8"]
-    flags += ["--batch_size", "4", "--eval_every", "2", "--workers", "0", "--warmup_steps", "1", "--max_steps", "2"]
-    flags += ["--val_fraction", "0.2", "--calib_fraction", "0.3", "--hint_adapter", "true", "--full_res", "true"]
-    ckpt = train(parse_config(flags))
+    ckpt = tiny_hint_run(photo_dir, out, "--full_res", "true")
     start = torch.load(ckpt, weights_only=False)
     assert start["model_args"]["full_res"] is True
     assert start["model"]["full_res.correction.weight"].abs().sum() > 0  # it learnt a correction

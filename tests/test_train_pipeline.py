@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import photo_like
+from tests.hint_model import tiny_hint_run
 from train import (
     choose_edges,
     choose_gate,
@@ -491,9 +492,7 @@ def test_a_run_with_a_weight_average_writes_it_as_a_model_and_resumes_it(photo_d
 @pytest.mark.slow
 def test_a_fine_tune_on_other_crops_trains_on_them_and_exports_at_their_size(photo_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    common = ["--data_dir", str(photo_dir), "--out_dir", str(out), "--crop_size", "64", "--width", "8"]
-    common += ["--batch_size", "4", "--eval_every", "2", "--workers", "0", "--warmup_steps", "1", "--max_steps", "2"]
-    start = train(parse_config([*common, "--val_fraction", "0.2", "--calib_fraction", "0.3", "--hint_adapter", "true"]))
+    start = tiny_hint_run(photo_dir, out)
     tuned = str(tmp_path / "ft.pt")
     finetune_hints.main(
         [start, tuned, "--trunk_lr", "1e-3", "--steps", "1", "--cache_dir", str(out), "--crop_size", "96"]
@@ -517,9 +516,7 @@ def test_a_stopped_fine_tune_resumes_where_it_stopped_and_a_finished_one_is_left
     photo_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    common = ["--data_dir", str(photo_dir), "--out_dir", str(out), "--crop_size", "64", "--width", "8"]
-    common += ["--batch_size", "4", "--eval_every", "2", "--workers", "0", "--warmup_steps", "1", "--max_steps", "2"]
-    start = train(parse_config([*common, "--val_fraction", "0.2", "--calib_fraction", "0.3", "--hint_adapter", "true"]))
+    start = tiny_hint_run(photo_dir, out)
     tuned = tmp_path / "ft.pt"
     command = [start, str(tuned), "--trunk_lr", "1e-3", "--anchor", "1", "--steps", "4", "--cache_dir", str(out)]
     finetune_hints.main([*command, "--stop_step", "2"])
