@@ -566,6 +566,9 @@ def test_the_recipe_trains_exports_and_scores_and_a_rerun_redoes_only_what_is_mi
     written = {p.name: p.stat().st_mtime_ns for p in (out / "ft1.pt", out / "ft2.pt", onnx_path)}
     recipe.main(flags)  # everything done: nothing is redone
     assert {p.name: p.stat().st_mtime_ns for p in (out / "ft1.pt", out / "ft2.pt", onnx_path)} == written
+    recipe.main([*flags, "--version", "test-recipe-2"])  # a new version: exported again, nothing retrained
+    assert recipe.exported_version(onnx_path) == "test-recipe-2"
+    assert (out / "ft2.pt").stat().st_mtime_ns == written["ft2.pt"]
     (out / "ft2.pt").unlink()
     recipe.main(flags)  # the last fine-tune, the export and the scores again; the stages before it kept
     assert (out / "ft1.pt").stat().st_mtime_ns == written["ft1.pt"]

@@ -29,6 +29,8 @@ import math
 import time
 from pathlib import Path
 
+import onnx
+
 from train import choose_gate, evaluate, export, finetune_hints
 from train.config import parse_config
 from train.train import train
@@ -47,6 +49,11 @@ def stamp(out: Path, what: str) -> None:
 def newer(target: Path, source: Path) -> bool:
     """Whether ``target`` was written after ``source``: a stage whose output is newer than its input is done."""
     return target.exists() and target.stat().st_mtime >= source.stat().st_mtime
+
+
+def exported_version(path: Path) -> str:
+    """colorizer.version of an exported file, so a new --version exports again."""
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}["colorizer.version"]
 
 
 def cycle(out: Path, a: argparse.Namespace, train_flags: list[str]) -> Path:
@@ -114,7 +121,7 @@ def main(argv: list[str] | None = None) -> Path:
     stamp(out, "start ft2")
     ft2 = fine_tune(ft1, out / "ft2.pt", a.ft2_steps, ("1e-3", "2e-3"), a, a.served_size)
     stamp(out, "start export")
-    if not newer(onnx_path, ft2):
+    if not newer(onnx_path, ft2) or (a.version and exported_version(onnx_path) != a.version):
         gated_export(ft2, onnx_path, a)
     stamp(out, "start evaluate")
     if not newer(scores, onnx_path):
