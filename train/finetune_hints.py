@@ -192,10 +192,10 @@ def anchor_term(
 class Progress:
     """Where a fine-tune stands: what a save writes, and what a resumed run starts from."""
 
-    step: int = 0
-    seconds: float = 0.0  # of training, over every resume
-    optimizer: dict[str, Any] = dataclasses.field(default_factory=dict)
-    model: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    step: int
+    seconds: float  # of training, over every resume
+    optimizer: dict[str, Any]
+    model: dict[str, torch.Tensor]
 
 
 def budget_spent(step: int, steps: int, elapsed: float, seconds: float) -> float:
@@ -405,8 +405,9 @@ def main(argv: list[str] | None = None) -> None:
     train_files, _, _ = split_images(cfg.data_dir, cfg.val_fraction, cfg.calib_fraction)
     cache = a.cache_dir or os.path.join(os.path.dirname(a.out) or ".", "cache")
     images = load_cached(cfg.data_dir, train_files, cache, cfg.cache_max_side)
-    start_step = resume.step if resume is not None else 0
+    start_step = 0
     if resume is not None:
+        start_step = resume.step
         log.info("resuming %s at step %d", a.out, start_step)
     crops = RandomCrops(
         images,

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import onnx
+import torch
 
 from train import choose_gate, evaluate, export, finetune_hints
 from train.config import parse_config
@@ -125,16 +126,9 @@ def main(argv: list[str] | None = None) -> Path:
         gated_export(ft2, onnx_path, a)
     stamp(out, "start evaluate")
     if not newer(scores, onnx_path):
-        cfg = export.load_model(str(ft2))[1]["config"]
-        flags = [
-            "--split",
-            "val",
-            "--val_fraction",
-            str(cfg["val_fraction"]),
-            "--calib_fraction",
-            str(cfg["calib_fraction"]),
-        ]
-        evaluate.main([str(onnx_path), cfg["data_dir"], *flags, "--out", str(scores.parent)])
+        cfg = torch.load(ft2, map_location="cpu", weights_only=False)["config"]  # the run's splits and photos
+        fractions = ["--val_fraction", str(cfg["val_fraction"]), "--calib_fraction", str(cfg["calib_fraction"])]
+        evaluate.main([str(onnx_path), cfg["data_dir"], "--split", "val", *fractions, "--out", str(scores.parent)])
     stamp(out, "end")
     log.info("recipe done: %s, scored in %s", onnx_path, scores)
     return onnx_path
