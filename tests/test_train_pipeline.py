@@ -29,6 +29,7 @@ from train import (
     recipe,
 )
 from train.config import parse_config
+from train.data import list_images, split_images
 from train.ema import WeightAverage
 from train.train import lr_at, train
 
@@ -213,6 +214,24 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
         assert all(abs(r.colourfulness / served.colourfulness - 1) < 0.01 for r in inside)
         assert abs(itself.gain - 1) < 0.01  # the models' mean, not their sum
         assert abs(itself.psnr - served.psnr) < 0.01
+        # the (L, chroma) table: fitted on the training photos, its gain set on calibration, then scored on validation
+        with pytest.raises(SystemExit, match="no validation photos"):  # this folder's 13 hash below 0.05 in none
+            corrections.main([str(onnx_path), str(photo_dir), "--table", "--validation"])
+        split = ["--val_fraction", "0.3"]
+        served_here, *_, table, held_served, held_table = corrections.main(
+            [str(onnx_path), str(photo_dir), "--table", "--validation", *split]
+        )
+        assert table.name.startswith("(L, chroma) table from")
+        if corrections.GAIN_RANGE[0] < table.gain < corrections.GAIN_RANGE[1] - 0.01:
+            assert abs(table.colourfulness / served_here.colourfulness - 1) < 0.01  # the gain: set on calibration
+        _, val_names, _ = split_images(str(photo_dir), 0.3, 0.05)
+        assert held_served.name == f"validation ({len(val_names)} photos): as served"
+        held_out = [evaluate.load_eval_image(str(photo_dir / f)) for f in val_names]
+        colourer = evaluate.OnnxColorizer(str(onnx_path))
+        as_served = np.mean([evaluate.psnr(colourer(truth), truth) for truth in held_out])
+        assert abs(held_served.psnr - as_served) < 1e-6  # the validation photos, coloured as the service colours them
+        assert held_table.name.endswith(f"at gain {table.gain:.3f}")
+        assert held_table.psnr != held_served.psnr
         # the bound in hindsight: its scale-1 column is the colour as served, and each photo's best is at least that
         model = evaluate.OnnxColorizer(str(onnx_path))
         photos = corrections.automatic_outputs(model, evaluate.calibration_paths(str(photo_dir), 0.05, 0.05))
@@ -239,6 +258,13 @@ def test_train_resume_evaluate_export(photo_dir: Path, tmp_path: Path, head: str
     assert len(per_photo) == 1 + 4
     differences = [float(line.split(",")[3]) for line in per_photo[1:]]
     assert differences == sorted(differences)  # worst against gray first
+    drawn = tmp_path / "drawn"
+    evaluate.main([str(onnx_path), str(photo_dir), "--split", "train", "--sample", "3", "--out", str(drawn)])
+    names = sorted(line.split(",")[0] for line in (drawn / "per_photo.csv").read_text().splitlines()[1:])
+    training = evaluate.select_split(sorted(list_images(str(photo_dir))), "train", 0.05, 0.05)
+    assert len(names) == 3
+    assert set(names) <= set(training)
+    assert names != training[:3]  # drawn across the split, not its first files (--limit)
     csv, grid = str(report / "per_photo.csv"), report / "largest_changes.png"
     compare.main([csv, csv, "--models", str(onnx_path), str(onnx_path), "--data_dir", str(photo_dir)])
     assert not grid.exists()
@@ -400,8 +426,6 @@ def test_a_warm_restart_starts_a_fresh_cosine_cycle_at_schedule_from_minutes() -
 
 
 def test_evaluation_splits_are_the_training_runs_splits(tmp_path: Path) -> None:
-    from train.data import list_images, split_images
-
     for i in range(400):
         (tmp_path / f"photo{i}.png").touch()
     rel = list_images(str(tmp_path))

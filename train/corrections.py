@@ -11,11 +11,21 @@ mirrored back (test-time augmentation: twice the model's work per image). With `
 scores the mean of the two models' ab: if two separately trained networks made independent errors, their mean would
 beat either.
 
+With ``--table`` a row scales each automatic pixel's ab by a number per cell of (the L the model saw, the predicted
+chroma), each the least-squares fit of the truth's ab on the prediction over the visible pixels of the training
+photos (neither split, so the 30 calibration photos only set its gain): the regression head, trained with L1, gives
+the median of its guesses, which a per-cell scale could move towards their mean. ``--validation`` then scores that
+row once on the validation split too, at the gain chosen on calibration (docs/training_history.md, "A chroma
+scale per (L, chroma) cell").
+
     python -m train.corrections models/colorizer.onnx ~/.cache/colorize/train --with runs/v21/v21.onnx
+    python -m train.corrections models/colorizer.onnx ~/.cache/colorize/train --table --validation
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +33,9 @@ import cv2
 import numpy as np
 
 from app.edges import guided_ab
+from train.data import read_bgra, split_images
 from train.evaluate import (
+    EVAL_SIZE,
     OnnxColorizer,
     calibration_files,
     calibration_sweep_parser,
@@ -34,12 +46,15 @@ from train.evaluate import (
     neutral_cast,
     psnr,
 )
+from train.lab import bgr_to_lab
 
 Correction = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (ab (2, h, w), the L the model saw (S, S)) -> ab
 GAIN_RANGE = (0.5, 3.0)
 GAIN_STEPS = 10  # bisection steps: the gain to within 2.5 / 2^10 ≈ 0.002
 HINDSIGHT_SCALES = np.linspace(0.0, 1.6, 33)  # steps of 0.05; 1 (the model as served) and 0 (gray) among them
 FLAT_STD = 0.3  # L units: a pixel whose 5 × 5 neighbourhood varies less is "flat" (a backdrop, a clear sky)
+L_BIN_WIDTH = 10  # the table's rows: L in bins of 10 units, 0–100
+CHROMA_EDGES = np.array([3.0, 6, 10, 15, 22, 30])  # its columns: the predicted chroma in ab units, 7 bins
 
 
 @dataclass
@@ -83,6 +98,41 @@ CORRECTIONS: dict[str, Correction] = {
     "highlights above L 50 faded by up to 0.5": fade_highlights(0.5, 50),
     "highlights above L 80 faded by up to 1": fade_highlights(1.0, 80),
 }
+
+
+def table_cells(ab: np.ndarray, small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel of ab (2, h, w): its row (the L the model saw, area-averaged to h × w) and column (its chroma)."""
+    lightness = cv2.resize(small, (ab.shape[2], ab.shape[1]), interpolation=cv2.INTER_AREA)
+    rows = np.clip(lightness // L_BIN_WIDTH, 0, 100 // L_BIN_WIDTH - 1).astype(np.intp)
+    return rows, np.digitize(np.hypot(*ab), CHROMA_EDGES)
+
+
+def visibility(path: str, shape: tuple[int, int]) -> np.ndarray:
+    """A photo's alpha in [0, 1] at (h, w): a cut-out's backdrop is the evaluation's, not the photo's colour."""
+    bgra = read_bgra(path)
+    if bgra is None:
+        raise ValueError(f"cannot read {path}")
+    alpha = cv2.resize(bgra[:, :, 3], (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_AREA)
+    return cv2.resize(alpha.astype(np.float32) / 255, shape[::-1], interpolation=cv2.INTER_AREA)
+
+
+def fit_chroma_table(photos: list[Photo], weights: list[np.ndarray]) -> np.ndarray:
+    """Per (L, chroma) cell the scale s minimising Σ w |truth ab − s · ab|² over the photos' pixels (w: each
+    photo's weights at ab's size); 1 where a cell has no pixel."""
+    shape = (100 // L_BIN_WIDTH, len(CHROMA_EDGES) + 1)
+    num, den = np.zeros(shape), np.zeros(shape)
+    for p, w in zip(photos, weights, strict=True):
+        size = (p.ab.shape[2], p.ab.shape[1])
+        truth = cv2.resize(bgr_to_lab(p.truth)[:, :, 1:], size, interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+        cells = table_cells(p.ab, p.small)
+        np.add.at(num, cells, w * (p.ab * truth).sum(0))
+        np.add.at(den, cells, w * (p.ab * p.ab).sum(0))
+    return np.where(den > 0, num / np.where(den > 0, den, 1), 1.0)
+
+
+def by_table(table: np.ndarray) -> Correction:
+    """Multiplies each pixel's ab by its (L, chroma) cell's number."""
+    return lambda ab, small: ab * table[table_cells(ab, small)][None]
 
 
 def automatic_outputs(model: OnnxColorizer, files: list[str]) -> list[Photo]:
@@ -189,14 +239,50 @@ def hindsight(photos: list[Photo]) -> Hindsight:
     return Hindsight(served, float(scores.max(axis=1).mean()), scales, correlations)
 
 
+def table_rows(
+    model: OnnxColorizer, a: argparse.Namespace, served_colourfulness: float, calibration: list[Photo]
+) -> list[CorrectionRow]:
+    """The --table row on calibration at the served colourfulness; with --validation, the model as served and the
+    table at that row's gain on the validation split."""
+    train, val, _ = split_images(a.folder, a.val_fraction, a.calib_fraction)
+    paths = [os.path.join(a.folder, f) for f in train]
+    fitted = automatic_outputs(model, paths)
+    table = fit_chroma_table(fitted, [visibility(path, p.ab.shape[1:]) for path, p in zip(paths, fitted, strict=True)])
+    print(f"(L, chroma) table from {len(train)} training photos; rows L 0–100 by {L_BIN_WIDTH}, columns chroma up to")
+    print(f"{', '.join(f'{e:g}' for e in CHROMA_EDGES)}, beyond:\n{np.array2string(table, precision=2)}\n")
+    name = f"(L, chroma) table from {len(train)} training photos"
+    row = at_colourfulness(calibration, name, by_table(table), served_colourfulness)
+    if not a.validation:
+        return [row]
+    held_out = automatic_outputs(model, [os.path.join(a.folder, f) for f in val])
+    at_gain = by_table(row.gain * table)
+    return [
+        row,
+        at_colourfulness(held_out, f"validation ({len(val)} photos): as served", unchanged, None),
+        at_colourfulness(held_out, f"validation: the table at gain {row.gain:.3f}", at_gain, None),
+    ]
+
+
 def main(argv: list[str] | None = None) -> list[CorrectionRow]:
     parser = calibration_sweep_parser("Score corrections after the network on the calibration split.")
     parser.add_argument("--with", dest="other", default="", help="a second model file: also score the two's mean")
+    parser.add_argument(
+        "--table", action="store_true", help="also a chroma scale per (L, chroma) cell, fitted on training photos"
+    )
+    parser.add_argument(
+        "--validation", action="store_true", help="with --table: score it on the validation split too, once"
+    )
     a = parser.parse_args(argv)
+    if a.validation and not a.table:
+        parser.error("--validation scores the --table row; give --table")
+    if a.validation and not split_images(a.folder, a.val_fraction, a.calib_fraction)[1]:
+        raise SystemExit(f"no validation photos under {a.folder}")
     files = calibration_files(a)
     model = OnnxColorizer(a.model)
     photos = automatic_outputs(model, files)
     rows = compare(photos, model, OnnxColorizer(a.other) if a.other else None)
+    if a.table:
+        rows += table_rows(model, a, rows[0].colourfulness, photos)
     print(f"{len(files)} calibration photos; each correction at the colourfulness of the model as served\n")
     print("| correction | gain | PSNR (dB) | colourfulness | neutral cast |")
     print("| --- | ---: | ---: | ---: | ---: |")

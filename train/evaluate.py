@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -407,9 +408,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val_fraction", type=float, default=0.05)
     p.add_argument("--calib_fraction", type=float, default=0.05)
     p.add_argument("--limit", type=int, default=0, help="evaluate at most this many photos")
+    p.add_argument(
+        "--sample", type=int, default=0, help="evaluate this many of the split's photos drawn at random (seed fixed)"
+    )
     p.add_argument("--out", type=Path, default=Path("eval"))
     a = p.parse_args(argv)
     rel = select_split(list_images(a.folder), a.split, a.val_fraction, a.calib_fraction)
+    if a.sample:  # the files are sorted by source, so the first N (--limit) would be one or two sources
+        rel = sorted(random.Random(SEED).sample(rel, min(a.sample, len(rel))))
     files = [os.path.join(a.folder, f) for f in rel][: a.limit or None]
     if not files:
         raise SystemExit(f"no images in {a.folder} (split {a.split})")
