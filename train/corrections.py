@@ -24,7 +24,7 @@ scale per (L, chroma) cell").
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,18 +33,17 @@ import cv2
 import numpy as np
 
 from app.edges import guided_ab
-from train.data import read_bgra, split_images
+from train.data import split_images
 from train.evaluate import (
-    EVAL_SIZE,
     OnnxColorizer,
     calibration_files,
     calibration_sweep_parser,
     colourfulness,
     gain_for_colourfulness,
     join_ab,
-    load_eval_image,
     neutral_cast,
     psnr,
+    read_eval_photo,
 )
 from train.lab import bgr_to_lab
 
@@ -62,6 +61,7 @@ class Photo:
     truth: np.ndarray  # uint8 BGR at the evaluation size
     small: np.ndarray  # (S, S) the L the model saw
     ab: np.ndarray  # (2, h, w) the automatic ab
+    visible: np.ndarray  # alpha in [0, 1] at the evaluation size: a cut-out's backdrop is the evaluation's gray
 
 
 @dataclass
@@ -107,23 +107,15 @@ def table_cells(ab: np.ndarray, small: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return rows, np.digitize(np.hypot(*ab), CHROMA_EDGES)
 
 
-def visibility(path: str, shape: tuple[int, int]) -> np.ndarray:
-    """A photo's alpha in [0, 1] at (h, w): a cut-out's backdrop is the evaluation's, not the photo's colour."""
-    bgra = read_bgra(path)
-    if bgra is None:
-        raise ValueError(f"cannot read {path}")
-    alpha = cv2.resize(bgra[:, :, 3], (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_AREA)
-    return cv2.resize(alpha.astype(np.float32) / 255, shape[::-1], interpolation=cv2.INTER_AREA)
-
-
-def fit_chroma_table(photos: list[Photo], weights: list[np.ndarray]) -> np.ndarray:
-    """Per (L, chroma) cell the scale s minimising Σ w |truth ab − s · ab|² over the photos' pixels (w: each
-    photo's weights at ab's size); 1 where a cell has no pixel."""
+def fit_chroma_table(photos: list[Photo]) -> np.ndarray:
+    """Per (L, chroma) cell the scale s minimising Σ w |truth ab − s · ab|² over the photos' pixels, w each pixel's
+    visibility (so a cut-out's backdrop does not count); 1 where a cell has no pixel."""
     shape = (100 // L_BIN_WIDTH, len(CHROMA_EDGES) + 1)
     num, den = np.zeros(shape), np.zeros(shape)
-    for p, w in zip(photos, weights, strict=True):
+    for p in photos:
         size = (p.ab.shape[2], p.ab.shape[1])
         truth = cv2.resize(bgr_to_lab(p.truth)[:, :, 1:], size, interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+        w = cv2.resize(p.visible, size, interpolation=cv2.INTER_AREA)
         cells = table_cells(p.ab, p.small)
         np.add.at(num, cells, w * (p.ab * truth).sum(0))
         np.add.at(den, cells, w * (p.ab * p.ab).sum(0))
@@ -138,9 +130,9 @@ def by_table(table: np.ndarray) -> Correction:
 def automatic_outputs(model: OnnxColorizer, files: list[str]) -> list[Photo]:
     photos = []
     for path in files:
-        truth = load_eval_image(path)
+        truth, visible, _ = read_eval_photo(path)
         ab, small = model.raw_ab(truth)
-        photos.append(Photo(truth, small, ab))
+        photos.append(Photo(truth, small, ab, visible))
     return photos
 
 
@@ -149,7 +141,7 @@ def mirrored_mean(model: OnnxColorizer, photos: list[Photo]) -> list[Photo]:
     out = []
     for p in photos:
         mirrored, _ = model.raw_ab(np.ascontiguousarray(p.truth[:, ::-1]))
-        out.append(Photo(p.truth, p.small, (p.ab + mirrored[:, :, ::-1]) / 2))
+        out.append(dataclasses.replace(p, ab=(p.ab + mirrored[:, :, ::-1]) / 2))
     return out
 
 
@@ -191,7 +183,7 @@ def compare(photos: list[Photo], model: OnnxColorizer, other: OnnxColorizer | No
     rows = [served, *(at_colourfulness(photos, n, c, served.colourfulness) for n, c in CORRECTIONS.items())]
     rows.append(at_colourfulness(mirrored_mean(model, photos), MIRRORED, unchanged, served.colourfulness))
     if other is not None:
-        pair = [Photo(p.truth, p.small, (p.ab + other.raw_ab(p.truth)[0]) / 2) for p in photos]
+        pair = [dataclasses.replace(p, ab=(p.ab + other.raw_ab(p.truth)[0]) / 2) for p in photos]
         rows.append(at_colourfulness(pair, "mean of the two models' ab", unchanged, served.colourfulness))
     return rows
 
@@ -240,21 +232,18 @@ def hindsight(photos: list[Photo]) -> Hindsight:
 
 
 def table_rows(
-    model: OnnxColorizer, a: argparse.Namespace, served_colourfulness: float, calibration: list[Photo]
+    model: OnnxColorizer, train: list[str], val: list[str], served_colourfulness: float, calibration: list[Photo]
 ) -> list[CorrectionRow]:
-    """The --table row on calibration at the served colourfulness; with --validation, the model as served and the
-    table at that row's gain on the validation split."""
-    train, val, _ = split_images(a.folder, a.val_fraction, a.calib_fraction)
-    paths = [os.path.join(a.folder, f) for f in train]
-    fitted = automatic_outputs(model, paths)
-    table = fit_chroma_table(fitted, [visibility(path, p.ab.shape[1:]) for path, p in zip(paths, fitted, strict=True)])
+    """The --table row: fitted on the ``train`` photos' paths, on calibration at the served colourfulness; with
+    ``val`` paths (--validation), the model as served and the table at that row's gain on them."""
+    table = fit_chroma_table(automatic_outputs(model, train))
     print(f"(L, chroma) table from {len(train)} training photos; rows L 0–100 by {L_BIN_WIDTH}, columns chroma up to")
     print(f"{', '.join(f'{e:g}' for e in CHROMA_EDGES)}, beyond:\n{np.array2string(table, precision=2)}\n")
     name = f"(L, chroma) table from {len(train)} training photos"
     row = at_colourfulness(calibration, name, by_table(table), served_colourfulness)
-    if not a.validation:
+    if not val:
         return [row]
-    held_out = automatic_outputs(model, [os.path.join(a.folder, f) for f in val])
+    held_out = automatic_outputs(model, val)
     at_gain = by_table(row.gain * table)
     return [
         row,
@@ -275,14 +264,16 @@ def main(argv: list[str] | None = None) -> list[CorrectionRow]:
     a = parser.parse_args(argv)
     if a.validation and not a.table:
         parser.error("--validation scores the --table row; give --table")
-    if a.validation and not split_images(a.folder, a.val_fraction, a.calib_fraction)[1]:
+    splits = split_images(a.folder, a.val_fraction, a.calib_fraction) if a.table else ([], [], [])
+    train, val = ([os.path.join(a.folder, f) for f in split] for split in splits[:2])
+    if a.validation and not val:
         raise SystemExit(f"no validation photos under {a.folder}")
     files = calibration_files(a)
     model = OnnxColorizer(a.model)
     photos = automatic_outputs(model, files)
     rows = compare(photos, model, OnnxColorizer(a.other) if a.other else None)
     if a.table:
-        rows += table_rows(model, a, rows[0].colourfulness, photos)
+        rows += table_rows(model, train, val if a.validation else [], rows[0].colourfulness, photos)
     print(f"{len(files)} calibration photos; each correction at the colourfulness of the model as served\n")
     print("| correction | gain | PSNR (dB) | colourfulness | neutral cast |")
     print("| --- | ---: | ---: | ---: | ---: |")

@@ -174,14 +174,31 @@ def load_eval_image(path: str) -> np.ndarray:
     return eval_photo(path)[0]
 
 
-def eval_photo(path: str) -> tuple[np.ndarray, bool]:
-    """load_eval_image's photo, and whether it is a cut-out (has transparent pixels), from one read."""
+class EvalPhoto(NamedTuple):
+    bgr: np.ndarray  # uint8 at EVAL_SIZE², a cut-out composited on mid-gray (load_eval_image)
+    alpha: np.ndarray  # float32 in [0, 1] at EVAL_SIZE²: where the photo's own colour is
+    cut_out: bool  # whether any pixel of the original is transparent
+
+
+def read_eval_photo(path: str) -> EvalPhoto:
+    """A photo as every evaluation sees it, from one read."""
     img = read_bgra(path)
     if img is None:
         raise ValueError(f"cannot read {path}")
     alpha = img[:, :, 3:4].astype(np.float32) / 255
     bgr = (alpha * img[:, :, :3] + (1 - alpha) * 128).astype(np.uint8)
-    return cv2.resize(bgr, (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_AREA), bool((alpha < 1).any())
+    size = (EVAL_SIZE, EVAL_SIZE)
+    return EvalPhoto(
+        cv2.resize(bgr, size, interpolation=cv2.INTER_AREA),
+        cv2.resize(alpha[:, :, 0], size, interpolation=cv2.INTER_AREA),
+        bool((alpha < 1).any()),  # at full size, where a single transparent pixel still counts
+    )
+
+
+def eval_photo(path: str) -> tuple[np.ndarray, bool]:
+    """load_eval_image's photo, and whether it is a cut-out (has transparent pixels), from one read."""
+    photo = read_eval_photo(path)
+    return photo.bgr, photo.cut_out
 
 
 def mark_hints(bgr: np.ndarray, mask: np.ndarray) -> np.ndarray:
