@@ -17,7 +17,7 @@ The stages (models/README.md, "Training"; each writes into the output folder):
 5. ``evaluate``: the validation split scored once (``eval_val/``).
 
 Any other flag goes to train.train (``--width 8``, ``--data_dir …``); the fine-tunes take the cycle's settings from its
-checkpoint. ``times.log`` gets a line as each stage starts and ends. The int8 file is then
+checkpoint. ``times.log`` gets a line as each stage starts, and one at the end. The int8 file is then
 ``python -m bench.quantize --model runs/mine/colorizer.onnx --out runs/mine/colorizer.int8.onnx``.
 """
 
